@@ -1,0 +1,10 @@
+"""tltf: transfer learning for image classification on TensorFlow, correct by default."""
+
+from tltf._backend import check_backend as _check_backend
+
+_check_backend()
+
+__version__ = "0.1.0"
+
+from tltf.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone  # noqa: E402
+from tltf.models import build_classifier, compile_classifier  # noqa: E402
