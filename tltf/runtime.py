@@ -1,0 +1,464 @@
+"""Where and how a model runs: mixed precision, XLA, `tf.distribute` strategies, seeds.
+
+`fine_tune` uses these pieces; they are public so that a user who writes a custom loop gets
+the same behaviour. Nothing here changes global state except inside a `with` block, with one
+documented exception: `set_seed(..., deterministic=True)` turns on TensorFlow's op determinism
+for the rest of the process (TensorFlow offers no way to turn it off again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "dtype_policy_scope",
+    "global_batch_size",
+    "is_chief",
+    "match_runtime",
+    "rebuild_with_policy",
+    "resolve_jit_compile",
+    "resolve_mixed_precision",
+    "resolve_strategy",
+    "set_seed",
+]
+
+# User-facing option -> Keras dtype policy name.
+_PRECISIONS = {
+    "float32": "float32",
+    "float16": "mixed_float16",
+    "bfloat16": "mixed_bfloat16",
+    "mixed_float16": "mixed_float16",
+    "mixed_bfloat16": "mixed_bfloat16",
+}
+
+
+def _gpu_compute_capabilities() -> list[tuple[int, int]]:
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        if capability is not None:  # None on non-CUDA GPUs (ROCm, Metal)
+            capabilities.append(tuple(capability))
+    return capabilities
+
+
+def resolve_mixed_precision(option: str = "auto") -> str:
+    """Turns a `mixed_precision=` option into a Keras dtype policy name.
+
+    `"auto"` picks what is fastest without changing results in a way that matters:
+    - every visible GPU is CUDA with compute capability >= 8.0 (Ampere and newer):
+      `"mixed_bfloat16"`. These GPUs run bfloat16 on their tensor cores as fast as float16,
+      and bfloat16 keeps float32's exponent range, so no loss scaling is needed.
+    - CUDA GPUs with compute capability 7.x (Volta, Turing): `"mixed_float16"`, the 16-bit
+      type their tensor cores accelerate (trained with dynamic loss scaling).
+    - anything else (CPU, older GPUs, non-CUDA GPUs): `"float32"`. On these, 16-bit compute
+      is not faster (TensorFlow mixed precision guide) and float16 is emulated.
+
+    Explicit choices are `"float32"`, `"float16"` (= `"mixed_float16"`) and `"bfloat16"`
+    (= `"mixed_bfloat16"`): variables stay float32, layers compute in the 16-bit type, and
+    the classification head's output stays float32.
+
+    Args:
+        option: str. One of `"auto"`, `"float32"`, `"float16"`, `"bfloat16"`,
+            `"mixed_float16"`, `"mixed_bfloat16"`. Defaults to `"auto"`.
+
+    Returns:
+        The Keras dtype policy name: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
+
+    Raises:
+        ValueError: if `option` is not one of the values above.
+
+    Example:
+
+    >>> resolve_mixed_precision("bfloat16")
+    'mixed_bfloat16'
+    >>> resolve_mixed_precision("auto")  # on a machine without a GPU
+    'float32'
+    """
+    if isinstance(option, str) and option in _PRECISIONS:
+        return _PRECISIONS[option]
+    if option != "auto" or not isinstance(option, str):
+        raise ValueError(
+            "`mixed_precision` must be 'auto', 'float32', 'float16', 'bfloat16', "
+            "'mixed_float16' or 'mixed_bfloat16'. Use 'float32' to turn mixed precision "
+            f"off. Received: mixed_precision={option!r}"
+        )
+    capabilities = _gpu_compute_capabilities()
+    if not capabilities or len(capabilities) != len(tf.config.list_physical_devices("GPU")):
+        return "float32"
+    slowest = min(capabilities)
+    if slowest >= (8, 0):
+        return "mixed_bfloat16"
+    if slowest >= (7, 0):
+        return "mixed_float16"
+    return "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy: str | keras.DTypePolicy | None) -> Iterator[None]:
+    """Sets the global Keras dtype policy inside a `with` block, then restores it.
+
+    Keras layers take their dtype policy when they are created, so a model must be BUILT
+    inside this block for the policy to apply. The previous policy comes back when the block
+    exits, also when it exits with an exception.
+
+    Args:
+        policy: str, `keras.DTypePolicy` or None. A Keras dtype policy such as `"float32"`,
+            `"mixed_float16"` or `"mixed_bfloat16"` (see `resolve_mixed_precision` for the
+            user-facing names). None leaves the current policy in place.
+
+    Returns:
+        A context manager.
+
+    Raises:
+        ValueError: if `policy` is not a dtype policy Keras knows.
+
+    Example:
+
+    >>> with dtype_policy_scope("mixed_bfloat16"):
+    ...     layer = keras.layers.Dense(4)
+    >>> layer.compute_dtype, keras.config.dtype_policy().name
+    ('bfloat16', 'float32')
+    """
+    previous = keras.config.dtype_policy()
+    if policy is not None:
+        try:
+            keras.config.set_dtype_policy(policy)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "`policy` must be a Keras dtype policy name such as 'float32', "
+                "'mixed_float16' or 'mixed_bfloat16', or a `keras.DTypePolicy` "
+                f"({error}). Received: policy={policy!r}"
+            ) from None
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolve_jit_compile(option: bool | str = "auto", *, strategy=None) -> bool:
+    """Decides whether to compile training steps with XLA (`jit_compile`).
+
+    `"auto"` turns XLA on where it helps: when a GPU is visible, the default (single device)
+    strategy is used, and TensorFlow's op determinism is off. On CPU, XLA compiles slowly and
+    rarely runs faster; Keras also disables it under `tf.distribute` and with op determinism.
+    Layers that cannot be compiled are still handled by Keras (`compile(jit_compile=True)`
+    falls back when a layer does not support XLA).
+
+    Args:
+        option: bool or `"auto"`. True or False are returned unchanged. Defaults to `"auto"`.
+        strategy: `tf.distribute.Strategy` or None. The strategy training will run under.
+            Defaults to None (the current strategy).
+
+    Returns:
+        bool, the value to pass as `model.compile(jit_compile=...)`.
+
+    Raises:
+        ValueError: if `option` is neither a bool nor `"auto"`.
+
+    Example:
+
+    >>> resolve_jit_compile("auto")  # on a machine without a GPU
+    False
+    """
+    if isinstance(option, bool):
+        return option
+    if option != "auto":
+        raise ValueError(
+            "`jit_compile` must be True, False or 'auto' (XLA on a GPU, off on CPU). "
+            f"Received: jit_compile={option!r}"
+        )
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    if not tf.config.list_physical_devices("GPU") or is_op_determinism_enabled():
+        return False
+    return _is_default_strategy(resolve_strategy(strategy))
+
+
+def _is_default_strategy(strategy: tf.distribute.Strategy) -> bool:
+    # TensorFlow's single-device default strategy has no public class; Keras turns XLA off
+    # under any other strategy.
+    return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
+def resolve_strategy(strategy: tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:
+    """Returns the `tf.distribute.Strategy` to train under.
+
+    Args:
+        strategy: `tf.distribute.Strategy` or None. None means the current strategy: the one
+            whose `scope()` is open, else TensorFlow's default single-device strategy.
+            Defaults to None.
+
+    Returns:
+        A `tf.distribute.Strategy`. Build, compile and fit the model inside its `scope()`:
+        variables created outside it cannot be mirrored (see `match_runtime`).
+
+    Raises:
+        TypeError: if `strategy` is neither None nor a `tf.distribute.Strategy`.
+
+    Example:
+
+    >>> strategy = resolve_strategy(None)
+    >>> with strategy.scope():
+    ...     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> strategy.num_replicas_in_sync
+    1
+    """
+    if strategy is None:
+        return tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(
+            "`strategy` must be a `tf.distribute.Strategy` (for example "
+            "`tf.distribute.MirroredStrategy()`) or None for a single device. "
+            f"Received: strategy={strategy!r}"
+        )
+    return strategy
+
+
+def global_batch_size(
+    per_replica_batch_size: int, strategy: tf.distribute.Strategy | None = None
+) -> int:
+    """The batch size to give `tf.data` so that each replica sees `per_replica_batch_size`.
+
+    Under a `tf.distribute` strategy, Keras splits every batch of the input dataset across the
+    replicas in sync (all devices of all workers). `batch_size=32` in `fine_tune` means 32
+    images per replica, so the dataset is batched by 32 x replicas and learning rates that
+    scale with the batch size scale with this global size.
+
+    Args:
+        per_replica_batch_size: int >= 1. Images per replica per step.
+        strategy: `tf.distribute.Strategy` or None. Defaults to None (the current strategy).
+
+    Returns:
+        int, `per_replica_batch_size * strategy.num_replicas_in_sync`.
+
+    Raises:
+        ValueError: if `per_replica_batch_size` is not a positive int.
+
+    Example:
+
+    >>> global_batch_size(32)  # the default strategy has one replica
+    32
+    """
+    if (
+        isinstance(per_replica_batch_size, bool)
+        or not isinstance(per_replica_batch_size, int)
+        or per_replica_batch_size < 1
+    ):
+        raise ValueError(
+            "`per_replica_batch_size` must be a positive int (images per device per step). "
+            f"Received: per_replica_batch_size={per_replica_batch_size!r}"
+        )
+    return per_replica_batch_size * resolve_strategy(strategy).num_replicas_in_sync
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether this process should write files (checkpoints, logs, the final model).
+
+    In a multi-worker run every worker executes the same code; only one (the `chief`, or
+    worker 0 when the cluster has no chief) should write to the shared output directory.
+    Single-process strategies always return True.
+
+    Args:
+        strategy: `tf.distribute.Strategy` or None. Defaults to None (the current strategy).
+
+    Returns:
+        bool.
+
+    Example:
+
+    >>> is_chief()
+    True
+    """
+    strategy = resolve_strategy(strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def _replace_policy(config, source: str, target: str):
+    """Recursively replaces serialized dtype policies named `source` by `target`."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
+            if config["config"].get("name") == source:
+                return {**config, "config": {**config["config"], "name": target}}
+            return config
+        return {key: _replace_policy(value, source, target) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_replace_policy(value, source, target) for value in config]
+    return config
+
+
+def _model_policy_name(model: keras.Model) -> str:
+    return keras.dtype_policies.get(model.dtype_policy).name
+
+
+def rebuild_with_policy(
+    model: keras.Model,
+    policy: str | keras.DTypePolicy,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+) -> keras.Model:
+    """Clones a built functional model under a dtype policy and copies its weights.
+
+    Keras fixes a layer's dtype policy when the layer is created, so switching a float32
+    model to mixed precision means building it again. Every layer that had the model's own
+    policy gets `policy`; layers given another policy on purpose keep it (the classification
+    head's output Dense stays float32). Variables stay float32 under mixed policies, so the
+    weights copy over exactly. `trainable` flags (a frozen backbone, non-trainable
+    BatchNormalization) carry over; optimizer state does not: compile the new model.
+
+    Under `mixed_float16`, `model.compile` wraps the optimizer in
+    `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling) because the rebuilt model's
+    own policy is `mixed_float16`; keep `compile`'s default `auto_scale_loss=True`.
+
+    The copy is a new object: copy trained weights back with
+    `model.set_weights(rebuilt.get_weights())` if the caller's model must hold them.
+
+    Args:
+        model: keras.Model. A built functional model (e.g. from `build_classifier`).
+        policy: str or `keras.DTypePolicy`. The dtype policy to build under, e.g.
+            `"mixed_bfloat16"`.
+        strategy: `tf.distribute.Strategy` or None. If given, the copy is built in its
+            `scope()` so that its variables are distributed. Defaults to None (current).
+
+    Returns:
+        A new keras.Model with the same architecture, names and weights.
+
+    Raises:
+        TypeError: if `model` is not a built functional `keras.Model`.
+        ValueError: if `policy` is not a dtype policy Keras knows.
+
+    Example:
+
+    >>> inputs = keras.Input((8,))
+    >>> outputs = keras.layers.Dense(2, dtype="float32")(keras.layers.Dense(4)(inputs))
+    >>> model = keras.Model(inputs, outputs)
+    >>> mixed = rebuild_with_policy(model, "mixed_bfloat16")
+    >>> [layer.compute_dtype for layer in mixed.layers[1:]]
+    ['bfloat16', 'float32']
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        raise TypeError(
+            "`model` must be a functional keras.Model, such as one returned by "
+            f"`build_classifier`. Received: model={type(model).__name__}"
+        )
+    if not model.built:
+        raise TypeError(
+            f"`model` must be built (call it once or give it an Input). Received: model={model.name}"
+        )
+    strategy = resolve_strategy(strategy)
+    with dtype_policy_scope(policy):
+        target = keras.config.dtype_policy().name
+        source = _model_policy_name(model)
+
+        def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+            config = _replace_policy(layer.get_config(), source, target)
+            return layer.__class__.from_config(config)
+
+        with strategy.scope():
+            rebuilt = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+            rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _created_in(model: keras.Model, strategy: tf.distribute.Strategy) -> bool:
+    weights = model.weights
+    if not weights:
+        return True
+    return all(strategy.extended.variable_created_in_scope(w.value) for w in weights)
+
+
+def match_runtime(
+    model: keras.Model,
+    *,
+    dtype_policy: str | keras.DTypePolicy | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> keras.Model:
+    """Returns `model` itself if it already runs under the policy and strategy, else a copy.
+
+    This is the step a training routine takes before `compile`: a float32 model asked to
+    train in `"mixed_float16"`, or a model built outside `strategy.scope()`, is rebuilt with
+    `rebuild_with_policy` (same weights, new object); a model that already matches is
+    returned unchanged (no copy, no cost).
+
+    Args:
+        model: keras.Model. A built functional model.
+        dtype_policy: str, `keras.DTypePolicy` or None. The wanted policy; None keeps the
+            model's own. Defaults to None.
+        strategy: `tf.distribute.Strategy` or None. The strategy to train under. Defaults to
+            None (the current strategy).
+
+    Returns:
+        keras.Model, `model` or a rebuilt copy. Compare with `is` to know which.
+
+    Raises:
+        TypeError: if a rebuild is needed and `model` is not a built functional model.
+        ValueError: if `dtype_policy` is not a dtype policy Keras knows.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> match_runtime(model) is model
+    True
+    """
+    strategy = resolve_strategy(strategy)
+    wanted = _model_policy_name(model)
+    if dtype_policy is not None:
+        with dtype_policy_scope(dtype_policy):
+            wanted = keras.config.dtype_policy().name
+    if wanted == _model_policy_name(model) and _created_in(model, strategy):
+        return model
+    return rebuild_with_policy(model, wanted, strategy=strategy)
+
+
+def set_seed(seed: int, *, deterministic: bool = True) -> None:
+    """Seeds Python, NumPy and TensorFlow; optionally makes TensorFlow ops deterministic.
+
+    `keras.utils.set_random_seed(seed)` makes weight initialisation, dropout, shuffling and
+    augmentation repeat. On CPU, the same seed then gives the same history only if ops also
+    run deterministically (multi-threaded reductions can add floats in a different order):
+    `deterministic=True` calls `tf.config.experimental.enable_op_determinism()`.
+
+    Op determinism is GLOBAL and PERMANENT for the process: TensorFlow has no call to turn
+    it off again. It makes some ops slower, disables XLA auto-compilation in Keras, and makes
+    ops without a deterministic kernel (mostly on GPU) raise. Use `deterministic=False` to
+    only seed.
+
+    Args:
+        seed: int >= 0.
+        deterministic: bool. Whether to enable TensorFlow op determinism. Defaults to True.
+
+    Raises:
+        ValueError: if `seed` is not a non-negative int.
+        TypeError: if `deterministic` is not a bool.
+
+    Example:
+
+    >>> set_seed(0, deterministic=False)
+    >>> a = keras.random.uniform((2,), seed=keras.random.SeedGenerator(1))
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(
+            "`seed` must be a non-negative int; use the same value to repeat a run. "
+            f"Received: seed={seed!r}"
+        )
+    if not isinstance(deterministic, bool):
+        raise TypeError(
+            "`deterministic` must be True (also enable TensorFlow op determinism, for the "
+            f"whole process) or False (only seed). Received: deterministic={deterministic!r}"
+        )
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
