@@ -1,7 +1,7 @@
 """Shared fixtures: offline ImageNet weights through KERAS_HOME, ../shared data, clean globals."""
 
 import os
-import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,13 +17,10 @@ def _seed_keras_home() -> None:
     # Runs at import time so that every test (and Keras itself) sees the same KERAS_HOME.
     if os.environ.get("TLTF_TEST_KERAS_HOME"):
         return
-    home = Path(tempfile.mkdtemp(prefix="tltf-keras-home-"))
-    models = home / "models"
-    models.mkdir()
-    weights = SHARED / "keras_weights"
-    if weights.is_dir():
-        for f in weights.glob("*.h5"):
-            shutil.copyfile(f.resolve(), models / f.name)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from seed_keras_home import seed_keras_home
+
+    home = seed_keras_home() or Path(tempfile.mkdtemp(prefix="tltf-keras-home-"))
     os.environ["KERAS_HOME"] = str(home)
     os.environ["TLTF_TEST_KERAS_HOME"] = str(home)
 

@@ -1,0 +1,420 @@
+"""Finding, validating and decoding image files so that no epoch dies on a bad one.
+
+A folder collected by hand holds more than clean JPEGs: CMYK and progressive JPEGs, phone
+photos whose pixels are stored sideways with an EXIF orientation tag, palette or 16-bit
+PNGs, GIFs, BMPs, WebPs, and also empty, truncated or mis-named files and `.DS_Store`.
+`check_files` reads every candidate once with Pillow (JPEGs at 1/8 scale, so it is fast),
+records what it found in a JSON cache keyed by path, size and modification time, and says
+for each file whether TensorFlow can decode it as it is. The few files TensorFlow would get
+wrong (EXIF-rotated JPEGs, palette BMPs, TIFF) are re-encoded once to PNG beside the cache,
+so the training pipeline itself decodes everything with `tf.io` in parallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RESIZE_MODES",
+    "FileCheck",
+    "check_files",
+    "decode_image_file",
+    "default_cache_dir",
+    "list_image_files",
+    "resize_image",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+RESIZE_MODES = ("stretch", "crop", "pad")
+
+# Pillow format name -> the extensions that announce it (to report mis-named files).
+_FORMAT_EXTENSIONS = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "MPO": (".jpg", ".jpeg", ".jpe", ".jfif"),  # phone photos: JPEG with extra frames
+    "PNG": (".png",),
+    "GIF": (".gif",),
+    "BMP": (".bmp",),
+    "WEBP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+}
+_JPEG_FORMATS = ("JPEG", "MPO")
+_CACHE_VERSION = 1
+_ORIENTATION_TAG = 0x0112
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheck:
+    """What the validation pass learnt about one file.
+
+    Attributes:
+        path: str. The file checked.
+        ok: bool. Whether the file decodes to an image.
+        reason: str. Why it is left out (empty when `ok`).
+        format: str. Pillow's name of the content's format ("JPEG", "PNG", ...), or "".
+        mode: str. Pillow's pixel mode ("RGB", "L", "P", "RGBA", "CMYK", "I;16", ...), or "".
+        width: int. Width in pixels as stored (before any EXIF rotation).
+        height: int. Height in pixels as stored.
+        orientation: int. EXIF orientation tag (1 = upright).
+        sha1: str. Hash of the file's bytes, to find exact duplicates.
+        extension_mismatch: bool. The extension announces another format than the content.
+        decoded_path: str. The file the pipeline reads: `path` itself, or a PNG re-encoding of
+            it when TensorFlow cannot decode the original correctly.
+    """
+
+    path: str
+    ok: bool
+    reason: str = ""
+    format: str = ""
+    mode: str = ""
+    width: int = 0
+    height: int = 0
+    orientation: int = 1
+    sha1: str = ""
+    extension_mismatch: bool = False
+    decoded_path: str = ""
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(height, width) of the image as it is meant to be seen (EXIF rotation applied)."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.width, self.height
+        return self.height, self.width
+
+    @property
+    def is_jpeg(self) -> bool:
+        """Whether the pipeline reads a JPEG (and may decode it at a reduced scale)."""
+        return self.format in _JPEG_FORMATS and self.decoded_path == self.path
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache folder tltf uses when a function is given `cache_dir=None`.
+
+    `$XDG_CACHE_HOME/tltf` when that variable is set, else `~/.cache/tltf`. Nothing is
+    written there unless a function that takes `cache_dir` is called without one.
+
+    Returns:
+        A `Path` (not created by this call).
+
+    Example:
+
+    >>> str(default_cache_dir()).endswith("tltf")
+    True
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tltf"
+
+
+def list_image_files(folder: str | os.PathLike) -> list[str]:
+    """Image files under `folder` (recursively), sorted, by extension in any letter case.
+
+    Files without an image extension (`README.txt`, `.DS_Store`, `Thumbs.db`) and macOS
+    resource forks (`._name.jpg`) are ignored.
+
+    Args:
+        folder: str or path. The folder to walk.
+
+    Returns:
+        Sorted list of file paths (str).
+
+    Raises:
+        FileNotFoundError: if `folder` is not a directory.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.JPG").write_bytes(b""); _ = (d / "notes.txt").write_text("x")
+    >>> [pathlib.Path(p).name for p in list_image_files(d)]
+    ['a.JPG']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Expected a folder of images, but {folder} is not a directory. "
+            f"Received: folder={str(folder)!r}"
+        )
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.startswith("._") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            found.append(os.path.join(root, name))
+    return sorted(found)
+
+
+def _check_one(path: str) -> FileCheck:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
+    if not data:
+        return FileCheck(path, False, "empty file (0 bytes)")
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return FileCheck(path, False, "not an image (content is no known image format)", sha1=sha1)
+    except Exception as e:  # Pillow raises many types on garbage headers
+        return FileCheck(path, False, f"corrupt header: {e}", sha1=sha1)
+    fmt, mode = image.format or "", image.mode
+    width, height = image.size
+    if fmt not in _FORMAT_EXTENSIONS:
+        return FileCheck(path, False, f"unsupported image format {fmt}", fmt, mode, width, height, sha1=sha1)
+    orientation = 1
+    try:
+        if fmt in _JPEG_FORMATS:
+            orientation = int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
+            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # DCT-scaled: fast
+        image.load()
+    except Exception as e:
+        return FileCheck(path, False, f"corrupt or truncated: {e}", fmt, mode, width, height, sha1=sha1)
+    if width < 1 or height < 1:
+        return FileCheck(path, False, "image has no pixels", fmt, mode, width, height, sha1=sha1)
+    mismatch = not path.lower().endswith(_FORMAT_EXTENSIONS[fmt])
+    return FileCheck(path, True, "", fmt, mode, width, height, orientation, sha1, mismatch, path)
+
+
+def _needs_pillow(check: FileCheck) -> bool:
+    # Everything else decodes correctly with tf.io.decode_image (CMYK and progressive JPEG,
+    # palette/RGBA/16-bit/gray PNG, GIF first frame, 24/32-bit BMP, WebP): measured.
+    if check.format in _JPEG_FORMATS:
+        return check.orientation not in (1, 0)
+    if check.format == "BMP":
+        return check.mode not in ("RGB", "RGBA")
+    return check.format == "TIFF"
+
+
+def _reencode(check: FileCheck, folder: Path) -> FileCheck:
+    from PIL import Image, ImageOps
+
+    target = folder / f"{check.sha1}.png"
+    if not target.exists():
+        with Image.open(check.path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                image = image.point(lambda v: v / 257).convert("L")
+            rgb = image.convert("RGB")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{check.sha1}.{os.getpid()}.png"
+        rgb.save(tmp)
+        os.replace(tmp, target)
+    return dataclasses.replace(check, decoded_path=str(target))
+
+
+def _load_cache(file: Path) -> dict:
+    try:
+        content = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if content.get("version") != _CACHE_VERSION:
+        return {}
+    return content.get("files", {})
+
+
+def _save_cache(file: Path, entries: dict) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".checks-", dir=file.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"version": _CACHE_VERSION, "files": entries}, f)
+    os.replace(tmp, file)
+
+
+def check_files(
+    paths: Iterable[str | os.PathLike],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> list[FileCheck]:
+    """Validates image files once, caching the verdicts, and prepares odd ones for `tf.io`.
+
+    Every file is opened with Pillow and fully decoded (JPEGs at 1/8 scale), so empty,
+    truncated, corrupt and non-image files are found before training. Verdicts are cached in
+    `cache_dir/file-checks.json`, keyed by absolute path, size and modification time, so a
+    second load of the same folder reads no image. Files TensorFlow would decode wrongly
+    (EXIF-rotated JPEGs, palette BMPs, TIFF) are re-encoded upright to PNG in
+    `cache_dir/converted/`.
+
+    Args:
+        paths: iterable of file paths.
+        cache_dir: str, path or `None`. Folder for the cache and the re-encoded files.
+            Defaults to `default_cache_dir()`.
+        workers: int or `None`. Threads reading files. Defaults to the number of CPUs.
+
+    Returns:
+        A list of `FileCheck`, one per path, in the order given.
+
+    Raises:
+        ValueError: if `workers` is not a positive integer.
+
+    Example:
+
+    >>> import tempfile, pathlib, numpy as np
+    >>> from PIL import Image
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(d / "a.png")
+    >>> _ = (d / "b.jpg").write_bytes(b"")
+    >>> [(c.ok, c.reason) for c in check_files([d / "a.png", d / "b.jpg"], cache_dir=d / "c")]
+    [(True, ''), (False, 'empty file (0 bytes)')]
+    """
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"Expected `workers` to be a positive int or None. Received: workers={workers!r}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_file = cache_dir / "file-checks.json"
+    cached = _load_cache(cache_file)
+    paths = [os.path.abspath(os.fspath(p)) for p in paths]
+    stats, results, todo = {}, {}, []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            stats[p] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stats[p] = None
+        entry = cached.get(p)
+        if entry is not None and stats[p] is not None and entry["stat"] == stats[p]:
+            check = FileCheck(**entry["check"])
+            if not check.ok or check.decoded_path == p or os.path.exists(check.decoded_path):
+                results[p] = check
+                continue
+        todo.append(p)
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            fresh = list(pool.map(_check_one, todo))
+        for check in fresh:
+            if check.ok and _needs_pillow(check):
+                check = _reencode(check, cache_dir / "converted")
+            results[check.path] = check
+            if stats[check.path] is not None:
+                cached[check.path] = {"stat": stats[check.path], "check": dataclasses.asdict(check)}
+        _save_cache(cache_file, cached)
+    return [results[p] for p in paths]
+
+
+def _decode_ratio(check: FileCheck, image_size: Sequence[int], resize: str) -> int:
+    """Largest JPEG DCT scale (1, 2, 4, 8) that still leaves enough pixels for `resize`."""
+    if not check.is_jpeg:
+        return 0
+    h, w = check.height, check.width
+    th, tw = image_size
+    spare = max(h / th, w / tw) if resize == "pad" else min(h / th, w / tw)
+    ratio = 1
+    for r in (2, 4, 8):
+        if r <= spare:
+            ratio = r
+    return ratio
+
+
+def decode_image_file(path: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Tensor:
+    """Reads and decodes one image file to a uint8 (H, W, 3) tensor with `tf.io`.
+
+    Works inside `tf.data` (graph mode). Any format `tf.io.decode_image` reads is accepted;
+    the first frame of a GIF is used.
+
+    Args:
+        path: scalar string tensor. The file to read.
+        ratio: scalar int tensor or int. 0 to decode with `tf.io.decode_image`; 1, 2, 4 or 8
+            to decode a JPEG with libjpeg's DCT scaling by that factor (much faster when the
+            image is larger than needed).
+
+    Returns:
+        uint8 tensor of shape (height, width, 3).
+
+    Example:
+
+    >>> import tempfile, os, numpy as np
+    >>> from PIL import Image
+    >>> f = os.path.join(tempfile.mkdtemp(), "x.png")
+    >>> Image.fromarray(np.zeros((8, 6), "uint8")).save(f)
+    >>> tuple(decode_image_file(tf.constant(f)).shape)
+    (8, 6, 3)
+    """
+    contents = tf.io.read_file(path)
+    ratio = tf.convert_to_tensor(ratio, tf.int32)
+
+    def jpeg(r):
+        return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=r)
+
+    def generic():
+        return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    index = tf.gather(tf.constant([0, 1, 2, 0, 3, 0, 0, 0, 4]), tf.clip_by_value(ratio, 0, 8))
+    image = tf.switch_case(index, [generic, jpeg(1), jpeg(2), jpeg(4), jpeg(8)])
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -> tf.Tensor:
+    """Resizes an (H, W, C) image to `size` with antialiasing, returning uint8.
+
+    Args:
+        image: tensor (H, W, C), any numeric dtype with values in [0, 255].
+        size: (height, width). Output size.
+        mode: str. `"stretch"` (ignore the aspect ratio), `"crop"` (center-crop to the target
+            aspect ratio, then resize) or `"pad"` (fit inside and pad with black).
+            Defaults to `"stretch"`.
+
+    Returns:
+        uint8 tensor of shape (height, width, C).
+
+    Raises:
+        ValueError: if `mode` is not one of `RESIZE_MODES`.
+
+    Example:
+
+    >>> x = tf.zeros((30, 60, 3), tf.uint8)
+    >>> tuple(resize_image(x, (16, 16), "pad").shape)
+    (16, 16, 3)
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(
+            f"Expected `resize` to be one of {RESIZE_MODES}. Received: resize={mode!r}"
+        )
+    th, tw = int(size[0]), int(size[1])
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    image = tf.cast(image, tf.float32)
+    if mode == "crop":
+        scale = tf.minimum(h / th, w / tw)
+        ch = tf.cast(tf.round(th * scale), tf.int32)
+        cw = tf.cast(tf.round(tw * scale), tf.int32)
+        top = (shape[0] - ch) // 2
+        left = (shape[1] - cw) // 2
+        image = image[top : top + ch, left : left + cw]
+        image = tf.image.resize(image, (th, tw), antialias=True)
+    elif mode == "pad":
+        scale = tf.minimum(th / h, tw / w)
+        nh = tf.clip_by_value(tf.cast(tf.round(h * scale), tf.int32), 1, th)
+        nw = tf.clip_by_value(tf.cast(tf.round(w * scale), tf.int32), 1, tw)
+        image = tf.image.resize(image, tf.stack([nh, nw]), antialias=True)
+        image = tf.image.pad_to_bounding_box(image, (th - nh) // 2, (tw - nw) // 2, th, tw)
+    else:
+        image = tf.image.resize(image, (th, tw), antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    return tf.ensure_shape(image, [th, tw, None])
+
+
+def _as_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """(N, H, W[, 1|3|4]) numeric array in [0, 255] -> (N, H, W, 3) uint8."""
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    elif array.shape[-1] == 4:
+        array = array[..., :3]
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+    return array

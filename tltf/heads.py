@@ -1,0 +1,132 @@
+"""The one classification head every tltf model ends in."""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["ClassificationHead"]
+
+OUTPUTS = ("probabilities", "logits")
+
+
+@keras.saving.register_keras_serializable(package="tltf")
+class ClassificationHead(keras.layers.Layer):
+    """Maps a pooled feature vector to class scores: dropout, optional hidden layer, Dense.
+
+    The final Dense layer and its activation always compute in float32, so a model trained
+    under a mixed-precision policy still emits float32 scores and a stable loss. The head
+    also records what a deployed model needs to know: the class names and whether it emits
+    probabilities or logits.
+
+    Args:
+        num_classes: int. Number of classes (units of the last layer).
+        dropout: float. Dropout rate before the last layer (and after the hidden one).
+            Defaults to `0.2`.
+        hidden_units: int or `None`. Width of an optional hidden ReLU layer. Defaults to
+            `None` (a linear head, the usual choice for transfer learning).
+        multi_label: bool. `True` for independent sigmoid outputs (several labels per
+            image), `False` for one softmax over the classes. Defaults to `False`.
+        output: str. `"probabilities"` (softmax/sigmoid applied) or `"logits"`.
+            Defaults to `"probabilities"`.
+        class_names: list of str or `None`. Names of the classes, in label order.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> head = ClassificationHead(3, class_names=["cat", "dog", "fox"])
+    >>> head(np.random.rand(2, 16).astype("float32")).shape
+    (2, 3)
+    """
+
+    def __init__(self, num_classes: int, *, dropout: float = 0.2, hidden_units: int | None = None,
+                 multi_label: bool = False, output: str = "probabilities",
+                 class_names: list[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(
+                f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}"
+            )
+        if num_classes < 2 and not multi_label:
+            raise ValueError(
+                "A single-label classifier needs at least 2 classes (use 2 for a binary "
+                "problem, or `multi_label=True` for independent yes/no outputs). "
+                f"Received: num_classes={num_classes}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        if hidden_units is not None and (not isinstance(hidden_units, int) or hidden_units < 1):
+            raise ValueError(
+                f"`hidden_units` must be a positive integer or None. "
+                f"Received: hidden_units={hidden_units!r}"
+            )
+        if output not in OUTPUTS:
+            raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={output!r}")
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) != num_classes:
+                raise ValueError(
+                    f"`class_names` has {len(class_names)} names but `num_classes` is "
+                    f"{num_classes}; give one name per class. Received: class_names={class_names!r}"
+                )
+        self.num_classes = num_classes
+        self.dropout = float(dropout)
+        self.hidden_units = hidden_units
+        self.multi_label = bool(multi_label)
+        self.output_type = output
+        self.class_names = class_names
+
+        self.hidden = (
+            keras.layers.Dense(hidden_units, activation="relu", name="hidden", dtype=self.dtype_policy)
+            if hidden_units
+            else None
+        )
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout")
+        self.hidden_dropout = keras.layers.Dropout(self.dropout, name="hidden_dropout")
+        # Scores in float32 whatever the policy: softmax and the loss are unstable in float16.
+        self.predictions = keras.layers.Dense(num_classes, name="predictions", dtype="float32")
+        self.activation = (
+            None if output == "logits" else ("sigmoid" if self.multi_label else "softmax")
+        )
+
+    def build(self, input_shape):
+        x_shape = tuple(input_shape)
+        if len(x_shape) != 2:
+            raise ValueError(
+                "ClassificationHead expects pooled features of shape (batch, features). "
+                f"Received: input_shape={input_shape}"
+            )
+        if self.hidden is not None:
+            self.hidden.build(x_shape)
+            x_shape = (x_shape[0], self.hidden_units)
+        self.predictions.build(x_shape)
+
+    def call(self, features, training=None):
+        x = self.dropout_layer(features, training=training)
+        if self.hidden is not None:
+            x = self.hidden(x)
+            x = self.hidden_dropout(x, training=training)
+        scores = self.predictions(keras.ops.cast(x, "float32"))
+        if self.activation == "softmax":
+            return keras.ops.softmax(scores, axis=-1)
+        if self.activation == "sigmoid":
+            return keras.ops.sigmoid(scores)
+        return scores
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor((inputs.shape[0], self.num_classes), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            dropout=self.dropout,
+            hidden_units=self.hidden_units,
+            multi_label=self.multi_label,
+            output=self.output_type,
+            class_names=self.class_names,
+        )
+        return config
