@@ -23,7 +23,6 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tltf import train as _train
 from tltf.backbones import get_backbone
 from tltf.models import build_classifier, compile_classifier, head_of
 
@@ -242,11 +241,16 @@ class TransferHyperModel(keras_tuner.HyperModel):
             info.update(self._phase1(model, train, val, k, common))
         probe = _TrainableProbe()
         t2 = time.perf_counter()
-        result = _train.fine_tune(
-            model, train, val, head_epochs=0, finetune_epochs=max(1, finetune_epochs),
-            unfreeze=f"top_blocks:{k['unfreeze_blocks']}", finetune_lr=k["finetune_lr"],
-            callbacks=[probe, *(callbacks or [])], **common,
-        )
+        callbacks = [probe, *(callbacks or [])]
+        if k["unfreeze_blocks"]:
+            result = _fine_tune()(
+                model, train, val, head_epochs=0, finetune_epochs=max(1, finetune_epochs),
+                unfreeze=f"top_blocks:{k['unfreeze_blocks']}", finetune_lr=k["finetune_lr"],
+                callbacks=callbacks, **common)
+        else:  # depth 0: phase 2 keeps the backbone frozen and trains the head on
+            result = _fine_tune()(
+                model, train, val, head_epochs=max(1, finetune_epochs), finetune_epochs=0,
+                head_lr=k["finetune_lr"], callbacks=callbacks, **common)
         info.update(phase2_seconds=time.perf_counter() - t2,
                     seconds=time.perf_counter() - start,
                     trainable_weights=probe.trainable_weights,
@@ -265,7 +269,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                     head.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
                 return {"head_reused": True, "head_dir": str(folder)}
         t1 = time.perf_counter()
-        _train.fine_tune(model, train, val, head_epochs=self.head_epochs, finetune_epochs=0,
+        _fine_tune()(model, train, val, head_epochs=self.head_epochs, finetune_epochs=0,
                          head_lr=k["head_lr"], **common)
         seconds = time.perf_counter() - t1
         if self.warm_start is None:
@@ -278,6 +282,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
              "seconds": seconds}, default=str, indent=1))
         os.replace(partial, weights_file)  # atomic: a concurrent worker sees all or nothing
         return {"phase1_seconds": seconds, "head_dir": str(folder)}
+
+
+def _fine_tune():
+    from tltf import train  # looked up per call, so a test can wrap train.fine_tune
+
+    return train.fine_tune
 
 
 class _TrainableProbe(keras.callbacks.Callback):
@@ -327,3 +337,320 @@ def _phase2_history(history) -> keras.callbacks.History:
                    if isinstance(v, (list, tuple)) and len(v) == n}
     out.epoch = list(range(len(rows)))
     return out
+
+
+# -- the tuner: KerasTuner's own, plus cleanup, timing and memory records per trial ---------
+class _TltfTunerMixin:
+    """Clears the Keras session between trials and records time, warm start and RSS."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.hypermodel.last_fit = {}
+        results = super().run_trial(trial, *args, **kwargs)
+        self._tltf_record = {"trial_id": trial.trial_id, **self.hypermodel.last_fit}
+        return results
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        keras.backend.clear_session()
+        gc.collect()
+        record = dict(getattr(self, "_tltf_record", {}), trial_id=trial.trial_id,
+                      rss_mb=_rss_mb(), status=str(trial.status))
+        self._tltf_record = {}
+        self.tltf_trials_run.append(record)
+        path = Path(self.get_trial_dir(trial.trial_id)) / "tltf_trial.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, default=str, indent=1))
+
+
+def _tuner_class(kind: str):
+    base = {"bayesian": keras_tuner.BayesianOptimization, "hyperband": keras_tuner.Hyperband,
+            "random": keras_tuner.RandomSearch}[kind]
+    return type(f"Tltf{base.__name__}", (_TltfTunerMixin, base), {})
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What `search` found.
+
+    Attributes:
+        best_hyperparameters: dict. The best trial's hyperparameter values (`None` on a
+            worker of a distributed search).
+        best_model: `keras.Model` or `None`. The best model (see `best_model_source`).
+        best_model_source: str or `None`. `"restored"` (the best trial's checkpoint at its
+            best phase-2 epoch), `"retrained"` (trained again from the best hyperparameters
+            on `train`) or `None` (not asked for, or a worker).
+        best_score: float or `None`. The best trial's objective value.
+        objective: str. The objective's name.
+        trials: list of dict. One row per trial: id, status, score, every hyperparameter,
+            and tltf's records (`seconds`, `phase1_seconds`, `head_reused`,
+            `trainable_params`, `rss_mb`) when this directory holds them.
+        trials_run: list of dict. The records of the trials this call ran (a resumed search
+            lists only the new ones).
+        directory: `Path`. The search's project directory.
+        seconds: float. Wall time of this call's search.
+        tuner: the `keras_tuner.Tuner`.
+    """
+
+    best_hyperparameters: dict | None
+    best_model: keras.Model | None
+    best_model_source: str | None
+    best_score: float | None
+    objective: str
+    trials: list[dict]
+    trials_run: list[dict]
+    directory: Path
+    seconds: float
+    tuner: Any = dataclasses.field(repr=False, default=None)
+
+    def to_dataframe(self):
+        """The trials as a `pandas.DataFrame`, best first."""
+        import pandas as pd
+
+        return pd.DataFrame(self.trials)
+
+    def table(self, columns: list[str] | None = None) -> str:
+        """The trials as a printable text table, best first."""
+        frame = self.to_dataframe()
+        if columns is not None:
+            frame = frame[[c for c in columns if c in frame.columns]]
+        return frame.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+    def __str__(self) -> str:
+        return (f"Search of {len(self.trials)} trials in {self.directory}; best "
+                f"{self.objective}={self.best_score}\n" + self.table())
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Saves the objective against unfreeze depth and learning rate; see `plot_search`."""
+        return plot_search(self, path)
+
+
+def search(
+    train,
+    val,
+    *,
+    backbone: str | list[str] = "mobilenet_v2",
+    tuner: str = "bayesian",
+    max_trials: int = 10,
+    directory: str | os.PathLike,
+    objective: str = "val_accuracy",
+    overwrite: bool = False,
+    project_name: str = "search",
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    weights: str | None = "imagenet",
+    warm_start: bool = True,
+    head_epochs: int = 3,
+    finetune_epochs: int = 5,
+    batch_size: int = 32,
+    best_model: str | None = "restore",
+    seed: int | None = 0,
+    callbacks: list | None = None,
+    verbose: int = 1,
+    **space,
+) -> SearchResult:
+    """Searches unfreeze depth, learning rates and head settings with KerasTuner.
+
+    Every trial builds a classifier with `build_classifier` and trains it with `fine_tune`
+    (see `TransferHyperModel`). The search lives in `directory/project_name`: rerunning the
+    same call resumes it (finished trials are kept, not re-run); `overwrite=True` starts over.
+    Under KerasTuner's distributed mode (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
+    `KERASTUNER_ORACLE_PORT` set) the chief serves the oracle and returns the results once
+    the workers are done; a worker runs trials and returns only its own records.
+
+    Args:
+        train: `ImageDataset` or batched `tf.data.Dataset` of (images, labels).
+        val: `ImageDataset` or batched `tf.data.Dataset`; the objective is measured on it.
+        backbone: str or list of str. Backbone(s) to search. Defaults to `"mobilenet_v2"`.
+        tuner: str. `"bayesian"`, `"hyperband"` (its budget is `finetune_epochs` per
+            trial and it ignores `max_trials`) or `"random"`. Defaults to `"bayesian"`.
+        max_trials: int. Number of trials. Defaults to `10`.
+        directory: str or `Path`. Where the search keeps its state.
+        objective: str. Metric to maximise or minimise. Defaults to `"val_accuracy"`.
+        overwrite: bool. Start over instead of resuming. Defaults to `False`.
+        project_name: str. Sub-folder of `directory`. Defaults to `"search"`.
+        num_classes: int or `None`. Needed when `train` is a `tf.data.Dataset`.
+        image_size: int or `None`. Defaults to the data's image size.
+        weights: str or `None`. Backbone weights. Defaults to `"imagenet"`.
+        warm_start: bool. Train phase 1 once per head setting and start every trial's
+            phase 2 from it. Defaults to `True`.
+        head_epochs: int. Phase-1 epochs. Defaults to `3`.
+        finetune_epochs: int. Phase-2 epochs. Defaults to `5`.
+        batch_size: int. Defaults to `32`.
+        best_model: `"restore"`, `"retrain"` or `None`. How to produce the best model.
+            Defaults to `"restore"`.
+        seed: int or `None`. Seed of the tuner and of training. Defaults to `0`.
+        callbacks: list of `keras.callbacks.Callback` or `None`. Passed to phase 2.
+        verbose: int. 0 silent, 1 progress. Defaults to `1`.
+        **space: knobs of `TransferHyperModel` (`unfreeze_blocks`, `finetune_lr`,
+            `head_lr`, `dropout`, `label_smoothing`, `augment`).
+
+    Returns:
+        A `SearchResult`.
+
+    Raises:
+        ValueError: if `tuner`, `max_trials`, `best_model` or a knob is invalid, or
+            `num_classes` is missing for a `tf.data.Dataset`.
+        TypeError: if `space` holds an unknown knob.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> x = np.random.randint(0, 256, (8, 32, 32, 3)).astype("float32")
+    >>> y = np.arange(8) % 2
+    >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    >>> result = search(ds, ds, num_classes=2, weights=None, max_trials=2, tuner="random",
+    ...                 directory=tempfile.mkdtemp(), head_epochs=1, finetune_epochs=1)
+    >>> print(result.table())
+    """
+    if tuner not in _TUNERS:
+        raise ValueError(f"`tuner` must be one of {_TUNERS}. Received: tuner={tuner!r}")
+    if not isinstance(max_trials, int) or max_trials < 1:
+        raise ValueError(f"`max_trials` must be an int >= 1. Received: max_trials={max_trials!r}")
+    if best_model not in ("restore", "retrain", None):
+        raise ValueError("`best_model` must be 'restore', 'retrain' or None. "
+                         f"Received: best_model={best_model!r}")
+    unknown = sorted(set(space) - set(_DEFAULT_SPACE))
+    if unknown:
+        raise TypeError(f"search() got unknown keyword arguments {unknown}; the search-space "
+                        f"knobs are {sorted(_DEFAULT_SPACE)}. Received: {unknown[0]}="
+                        f"{space[unknown[0]]!r}")
+    train_ds, class_names, num_classes, size = _as_batches(train, True, batch_size, seed,
+                                                           num_classes, "train")
+    val_ds = _as_batches(val, False, batch_size, seed, num_classes, "val")[0]
+    project = Path(directory) / project_name
+    hypermodel = TransferHyperModel(
+        backbone, num_classes, image_size=image_size or size, weights=weights,
+        head_epochs=head_epochs, finetune_epochs=finetune_epochs, class_names=class_names,
+        warm_start=project / "warm_start" if warm_start else None, seed=seed, **space)
+    budget = ({"max_epochs": finetune_epochs, "factor": 3} if tuner == "hyperband"
+              else {"max_trials": max_trials})
+    the_tuner = _tuner_class(tuner)(
+        hypermodel=hypermodel, objective=objective, directory=str(directory),
+        project_name=project_name, overwrite=overwrite, seed=seed, **budget)
+    the_tuner.tltf_trials_run = []
+    start = time.perf_counter()
+    the_tuner.search(train_ds, val_ds, callbacks=list(callbacks or []), verbose=verbose,
+                     batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    name = the_tuner.oracle.objective.name
+    if os.environ.get("KERASTUNER_ORACLE_IP") and os.environ.get(
+            "KERASTUNER_TUNER_ID", "chief") != "chief":
+        return SearchResult(None, None, None, None, name, list(the_tuner.tltf_trials_run),
+                            list(the_tuner.tltf_trials_run), project, seconds, the_tuner)
+    trials = _trial_rows(the_tuner)
+    best = the_tuner.oracle.get_best_trials(1)
+    model, source = None, None
+    if best and best_model == "restore":
+        model, source = the_tuner.load_model(best[0]), "restored"
+    elif best and best_model == "retrain":
+        model = the_tuner.hypermodel.build(best[0].hyperparameters)
+        the_tuner.hypermodel.fit(best[0].hyperparameters, model, train_ds, val_ds,
+                                 verbose=verbose, batch_size=batch_size)
+        source = "retrained"
+    return SearchResult(
+        dict(best[0].hyperparameters.values) if best else None, model, source,
+        best[0].score if best else None, name, trials, list(the_tuner.tltf_trials_run),
+        project, seconds, the_tuner)
+
+
+def _as_batches(data, training, batch_size, seed, num_classes, arg):
+    """An `ImageDataset` is prepared once (cached in memory) for all trials."""
+    if hasattr(data, "prepare") and hasattr(data, "num_classes"):
+        ds = data.prepare(training=training, batch_size=batch_size, cache="memory", seed=seed)
+        return ds, list(data.class_names), data.num_classes, tuple(data.image_size)[0]
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError(f"`{arg}` must be an ImageDataset or a batched tf.data.Dataset of "
+                        f"(images, labels). Received: {arg}={type(data).__name__}")
+    if num_classes is None:
+        raise ValueError(f"`num_classes` is needed when `{arg}` is a tf.data.Dataset (an "
+                         "ImageDataset knows it). Pass num_classes=... . "
+                         "Received: num_classes=None")
+    shape = data.element_spec[0].shape
+    if shape.rank != 4:
+        raise ValueError(f"`{arg}` must be batched: elements of shape (batch, height, width, "
+                         f"3). Received: element shape {tuple(shape)}")
+    return data, None, num_classes, shape[1]
+
+
+def _trial_rows(the_tuner) -> list[dict]:
+    rows = []
+    for trial in the_tuner.oracle.trials.values():
+        row = {"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score}
+        values = dict(trial.hyperparameters.values)
+        for key in [k for k in values if k.startswith("unfreeze_blocks/")]:
+            if values.get("backbone") == key.split("/", 1)[1]:
+                values["unfreeze_blocks"] = values[key]
+        row.update({k: v for k, v in values.items() if not k.startswith("unfreeze_blocks/")})
+        record = Path(the_tuner.get_trial_dir(trial.trial_id)) / "tltf_trial.json"
+        if record.is_file():
+            extra = json.loads(record.read_text())
+            row.update({k: extra[k] for k in ("seconds", "phase1_seconds", "phase2_seconds",
+                                              "head_reused", "trainable_params", "rss_mb")
+                        if k in extra})
+        rows.append(row)
+    direction = the_tuner.oracle.objective.direction
+    rows.sort(key=lambda r: (r["score"] is None,
+                             -(r["score"] or 0) if direction == "max" else (r["score"] or 0)))
+    return rows
+
+
+def plot_search(result: SearchResult | list[dict], path: str | os.PathLike, *,
+                objective: str | None = None) -> Path:
+    """Saves a PNG of the objective against unfreeze depth and fine-tune learning rate.
+
+    Three panels: the objective against depth, against learning rate (log), and depth
+    against learning rate with the objective as colour.
+
+    Args:
+        result: `SearchResult` or its `trials` list.
+        path: str or `Path`. Where to write the PNG.
+        objective: str or `None`. Axis label; defaults to the result's objective.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: if no finished trial has an `unfreeze_blocks`, `finetune_lr` and score.
+
+    Example:
+
+    >>> rows = [{"unfreeze_blocks": 2, "finetune_lr": 1e-4, "score": 0.9},
+    ...         {"unfreeze_blocks": 5, "finetune_lr": 1e-5, "score": 0.8}]
+    >>> plot_search(rows, tempfile.mkdtemp() + "/search.png")
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    trials = result.trials if isinstance(result, SearchResult) else list(result)
+    label = objective or (result.objective if isinstance(result, SearchResult) else "score")
+    rows = [r for r in trials if r.get("score") is not None
+            and r.get("unfreeze_blocks") is not None and r.get("finetune_lr") is not None]
+    if not rows:
+        raise ValueError("No finished trial with `unfreeze_blocks`, `finetune_lr` and a score "
+                         f"to plot. Received: {len(trials)} trials")
+    depth = np.array([r["unfreeze_blocks"] for r in rows], dtype=float)
+    lr = np.array([r["finetune_lr"] for r in rows], dtype=float)
+    score = np.array([r["score"] for r in rows], dtype=float)
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    ax1.scatter(depth, score)
+    ax1.set(xlabel="unfreeze_blocks", ylabel=label, title=f"{label} vs depth")
+    ax2.scatter(lr, score)
+    ax2.set(xscale="log", xlabel="finetune_lr", ylabel=label, title=f"{label} vs learning rate")
+    points = ax3.scatter(depth, lr, c=score, cmap="viridis", s=60)
+    ax3.set(yscale="log", xlabel="unfreeze_blocks", ylabel="finetune_lr",
+            title="depth x learning rate")
+    fig.colorbar(points, ax=ax3, label=label)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
