@@ -1,0 +1,139 @@
+"""Crash-safe checkpoints of `fine_tune`: the run's state, written atomically every epoch.
+
+Layout of `directory/checkpoints/`:
+
+- `state.json`: phase, epochs done in each phase, the merged history so far, the early-stopping
+  and best-epoch bookkeeping, and the name of the weights file below. It is the commit point:
+  it is replaced (temp file + `os.replace`) only after the weights file it names is complete.
+- `phase<P>-epoch<E>.weights.h5`: the weights of the model being fitted together with its
+  optimizer state (moments, iteration count, hence the learning-rate schedule position).
+- `best.npz`: the weights of the whole classifier at the best epoch so far.
+- `phase1.npz`: the weights of the whole classifier at the end of phase 1.
+
+A process killed at any instant (even `kill -9`) leaves either the previous or the new
+checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+__all__ = ["RunState", "PhaseCheckpoint", "save_arrays", "load_arrays", "write_text"]
+
+STATE_FILE = "state.json"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes `text` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    """Saves a list of arrays (`model.get_weights()`) to `path` (.npz) atomically."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, *arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_arrays(path: Path) -> list[np.ndarray]:
+    """Loads the arrays written by `save_arrays`, in order."""
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+@dataclass
+class RunState:
+    """Everything `fine_tune` needs to continue a run: JSON-serialisable bookkeeping."""
+
+    phase: int = 1
+    epochs_done: dict[str, int] = field(default_factory=lambda: {"1": 0, "2": 0})
+    phase_done: dict[str, bool] = field(default_factory=lambda: {"1": False, "2": False})
+    rows: list[dict] = field(default_factory=list)
+    monitor: str | None = None
+    mode: str = "max"
+    best_value: float | None = None
+    best_epoch: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    wait: int = 0
+    weights_file: str | None = None
+    train_kind: str | None = None
+
+    @classmethod
+    def load(cls, folder: Path) -> RunState | None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            return None
+        with open(path) as f:
+            return cls(**json.load(f))
+
+    def save(self, folder: Path) -> None:
+        write_text(folder / STATE_FILE, json.dumps(asdict(self), indent=1))
+
+
+class PhaseCheckpoint(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore`, made atomic and aware of the two phases of `fine_tune`.
+
+    Keras' callback writes `latest.weights.h5` in place (a kill during the write tears it) and
+    records only an epoch number. This subclass keeps its protocol (restore in
+    `on_train_begin` by setting the model's initial epoch, back up in `on_epoch_end`) but
+    writes a new weights file, then `state.json` naming it, each by temp file + rename.
+
+    Args:
+        folder: Path. The `checkpoints/` folder of the run.
+        phase: int. 1 or 2.
+        state: RunState. The run's shared bookkeeping (updated by `fine_tune`'s callbacks).
+        skip: callable returning True when the epoch must not be saved (non-finite loss).
+    """
+
+    def __init__(self, folder: Path, phase: int, state: RunState, skip=lambda: False):
+        super().__init__(backup_dir=str(folder), save_freq="epoch", delete_checkpoint=False)
+        self.folder = Path(folder)
+        self.phase = phase
+        self.state = state
+        self.skip = skip
+
+    def _load_model(self):
+        state = self.state
+        done = state.epochs_done[str(self.phase)]
+        if state.phase != self.phase or not state.weights_file or done == 0:
+            return
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(self.folder / state.weights_file))
+        model._initial_epoch = done
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.skip():
+            return
+        self._save_model()
+
+    def _save_model(self):
+        state = self.state
+        old = state.weights_file
+        name = f"phase{self.phase}-epoch{state.epochs_done[str(self.phase)]:04d}.weights.h5"
+        tmp = self.folder / f".tmp-{name}"
+        self.model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, self.folder / name)
+        state.weights_file = name
+        state.save(self.folder)
+        if old and old != name and (self.folder / old).exists():
+            os.remove(self.folder / old)
+
+    def on_train_end(self, logs=None):
+        # Keras never resets the initial epoch it restored; the next fit must start at 0.
+        self.model._initial_epoch = None
