@@ -36,7 +36,18 @@ __all__ = [
     "resize_image",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+)
 RESIZE_MODES = ("stretch", "crop", "pad")
 
 # Pillow format name -> the extensions that announce it (to report mis-named files).
@@ -174,7 +185,9 @@ def _check_one(path: str) -> FileCheck:
     fmt, mode = image.format or "", image.mode
     width, height = image.size
     if fmt not in _FORMAT_EXTENSIONS:
-        return FileCheck(path, False, f"unsupported image format {fmt}", fmt, mode, width, height, sha1=sha1)
+        return FileCheck(
+            path, False, f"unsupported image format {fmt}", fmt, mode, width, height, sha1=sha1
+        )
     orientation = 1
     try:
         if fmt in _JPEG_FORMATS:
@@ -182,7 +195,9 @@ def _check_one(path: str) -> FileCheck:
             image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # DCT-scaled: fast
         image.load()
     except Exception as e:
-        return FileCheck(path, False, f"corrupt or truncated: {e}", fmt, mode, width, height, sha1=sha1)
+        return FileCheck(
+            path, False, f"corrupt or truncated: {e}", fmt, mode, width, height, sha1=sha1
+        )
     if width < 1 or height < 1:
         return FileCheck(path, False, "image has no pixels", fmt, mode, width, height, sha1=sha1)
     mismatch = not path.lower().endswith(_FORMAT_EXTENSIONS[fmt])
@@ -272,7 +287,9 @@ def check_files(
     [(True, ''), (False, 'empty file (0 bytes)')]
     """
     if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"Expected `workers` to be a positive int or None. Received: workers={workers!r}")
+        raise ValueError(
+            f"Expected `workers` to be a positive int or None. Received: workers={workers!r}"
+        )
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / "file-checks.json"
     cached = _load_cache(cache_file)

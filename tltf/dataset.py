@@ -1,0 +1,341 @@
+"""`ImageDataset`: labelled images of one split, and `prepare`, its input pipeline.
+
+The loaders in `tltf.data` build it; `fine_tune`, `evaluate`, `export_tflite` and `search`
+consume it. `prepare` turns it into batches for training or evaluation: parallel decode,
+cache of the decoded images, per-epoch reshuffle, optional augmentation, prefetch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tltf.augment import Policy, batch_augmenter
+from tltf.decode import RESIZE_MODES, _decode_ratio, check_files, decode_image_file, resize_image
+
+__all__ = ["ImageDataset"]
+
+_AUTOTUNE = tf.data.AUTOTUNE
+_SHUFFLE_BYTES = 512 * 2**20  # cap of a shuffle buffer of decoded images
+
+
+class ImageDataset:
+    """Labelled images of one split, with their class names and a `tf.data` pipeline.
+
+    Built by `load_image_folder`, `load_tfds`, `load_arrays` or `load_csv`; not usually
+    constructed by hand.
+
+    Attributes:
+        dataset: `tf.data.Dataset` of unbatched (uint8 image (H, W, 3), int32 label) pairs,
+            in a fixed order.
+        class_names: list of str, index = label.
+        num_classes: int.
+        class_counts: dict, class name -> number of images.
+        files: list of str (the source files, in dataset order) or `None` for in-memory data.
+        labels: int numpy array, one label per image, in dataset order.
+        image_size: (height, width) of every image.
+        skipped: list of (path, reason) for files left out (corrupt, truncated, empty, ...).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tltf.data import load_arrays
+    >>> x = np.random.randint(0, 255, (8, 32, 32, 3), dtype="uint8")
+    >>> data = load_arrays(x, np.array([0, 1] * 4), class_names=["cat", "dog"])
+    >>> batch_x, batch_y = next(iter(data.prepare(training=True, batch_size=4, seed=0)))
+    >>> tuple(batch_x.shape), batch_x.dtype.name
+    ((4, 32, 32, 3), 'float32')
+    """
+
+    def __init__(
+        self,
+        records: tf.data.Dataset,
+        decode: Callable[..., tuple[tf.Tensor, tf.Tensor]],
+        *,
+        class_names: Sequence[str],
+        labels: np.ndarray,
+        image_size: tuple[int, int],
+        files: Sequence[str] | None = None,
+        skipped: Sequence[tuple[str, str]] = (),
+        image_bytes: int | None = None,
+    ):
+        self._records = records
+        self._decode = decode
+        self.class_names = [str(c) for c in class_names]
+        self.num_classes = len(self.class_names)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.files = list(files) if files is not None else None
+        self.skipped = list(skipped)
+        counts = (
+            np.bincount(self.labels, minlength=self.num_classes)
+            if len(self.labels)
+            else np.zeros(self.num_classes, int)
+        )
+        self.class_counts = {name: int(n) for name, n in zip(self.class_names, counts, strict=True)}
+        self._image_bytes = image_bytes or self.image_size[0] * self.image_size[1] * 3
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageDataset({len(self)} images, {self.num_classes} classes {self.class_names[:5]}"
+            f"{'...' if self.num_classes > 5 else ''}, image_size={self.image_size}"
+            f"{f', {len(self.skipped)} files skipped' if self.skipped else ''})"
+        )
+
+    @property
+    def dataset(self) -> tf.data.Dataset:
+        """Unbatched (uint8 image, int32 label) pairs, decoded and resized on the fly."""
+        return self._records.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+    def class_weight(self) -> dict[int, float]:
+        """Per-class weights for `fit(class_weight=...)` that balance the classes.
+
+        Weight of class `c` = `len(self) / (num_classes * count_c)` (scikit-learn's
+        "balanced"), so every class contributes equally to the loss. A class without images
+        gets 1.0.
+
+        Returns:
+            dict, label -> float weight.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from tltf.data import load_arrays
+        >>> x = np.zeros((4, 8, 8, 3), "uint8")
+        >>> load_arrays(x, np.array([0, 0, 0, 1])).class_weight()
+        {0: 0.6666666666666666, 1: 2.0}
+        """
+        total = len(self)
+        return {
+            i: (total / (self.num_classes * n) if n else 1.0)
+            for i, n in enumerate(self.class_counts.values())
+        }
+
+    def prepare(
+        self,
+        *,
+        training: bool,
+        batch_size: int = 32,
+        cache: str | os.PathLike | None = "memory",
+        augment: Policy = None,
+        seed: int | None = None,
+        shuffle: bool | None = None,
+        one_hot: bool = False,
+        deterministic: bool | None = None,
+        drop_remainder: bool = False,
+    ) -> tf.data.Dataset:
+        """Batches for `fit`, `evaluate` or `predict`: decode, cache, shuffle, augment, prefetch.
+
+        Images are decoded and resized in parallel; with a cache they are decoded once, so
+        later epochs only read memory or the cache file. Shuffling happens every epoch
+        (seeded when `seed` is given). Augmentation runs after the cache, on whole batches.
+
+        Args:
+            training: bool. `True` shuffles (unless `shuffle` says otherwise) and allows
+                augmentation; `False` keeps the dataset order.
+            batch_size: int. Defaults to `32`.
+            cache: `"memory"`, a file path prefix (`tf.data` cache files, for data sets
+                larger than memory), or `None` (decode every epoch). Defaults to `"memory"`.
+            augment: a policy name, list of ops or layer (see
+                `tltf.augment.augmentation_layers`), applied in `tf.data`. Only with
+                `training=True`. Defaults to `None`.
+            seed: int or `None`. Seed of the shuffle and of the augmentation. Defaults to
+                `None`.
+            shuffle: bool or `None`. Defaults to `training`.
+            one_hot: bool. Labels as one-hot float32 vectors instead of int32. Required by
+                MixUp/CutMix. Defaults to `False`.
+            deterministic: bool or `None`. Keep element order reproducible even with
+                parallel decoding (slightly slower). Defaults to `True` when `seed` is given
+                or `training` is `False`, else `False`.
+            drop_remainder: bool. Drop the last, smaller batch. Defaults to `False`.
+
+        Returns:
+            A `tf.data.Dataset` of (float32 images in [0, 255] of shape
+            (batch, height, width, 3), labels).
+
+        Raises:
+            ValueError: if `batch_size` is not a positive int, `cache` is invalid,
+                `augment` is given with `training=False`, or MixUp/CutMix without `one_hot`.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from tltf.data import load_arrays
+        >>> x = np.random.randint(0, 255, (6, 32, 32, 3), dtype="uint8")
+        >>> data = load_arrays(x, np.array([0, 1, 2] * 2))
+        >>> ds = data.prepare(training=False, batch_size=4, one_hot=True)
+        >>> [tuple(y.shape) for _, y in ds]
+        [(4, 3), (2, 3)]
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(
+                f"Expected `batch_size` to be a positive int. Received: batch_size={batch_size!r}"
+            )
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            raise ValueError(
+                "Expected `cache` to be 'memory', a file path prefix or None. "
+                f"Received: cache={cache!r}"
+            )
+        if augment is not None and augment != "none" and not training:
+            raise ValueError(
+                "Augmentation only applies to training batches; pass `augment=None` with "
+                f"`training=False`. Received: augment={augment!r}, training={training}"
+            )
+        augmenter = batch_augmenter(augment, seed, one_hot=one_hot) if training else None
+        shuffle = training if shuffle is None else shuffle
+        if deterministic is None:
+            deterministic = seed is not None or not training
+
+        ds = self._records
+        if shuffle and cache is None:  # shuffling file names is cheaper than shuffling images
+            ds = ds.shuffle(max(len(self), 1), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
+        ds = ds.ignore_errors(
+            log_warning=True
+        )  # last resort; check_files already left bad files out
+        if cache is not None:
+            if cache == "memory":
+                ds = ds.cache()
+            else:
+                Path(cache).parent.mkdir(parents=True, exist_ok=True)
+                ds = ds.cache(os.fspath(cache))
+            if shuffle:
+                buffer = max(1, min(len(self), _SHUFFLE_BYTES // self._image_bytes))
+                ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(
+            batch_size,
+            drop_remainder=drop_remainder,
+            num_parallel_calls=_AUTOTUNE,
+            deterministic=deterministic,
+        )
+        num_classes = self.num_classes
+
+        def to_model_inputs(images, labels):
+            labels = (
+                tf.one_hot(labels, num_classes, dtype=tf.float32)
+                if one_hot
+                else tf.cast(labels, tf.int32)
+            )
+            return tf.cast(images, tf.float32), labels
+
+        ds = ds.map(to_model_inputs, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
+        if augmenter is not None:
+            ds = ds.map(augmenter, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
+        options = tf.data.Options()
+        options.deterministic = deterministic
+        return ds.with_options(options).prefetch(_AUTOTUNE)
+
+
+def _check_resize(resize: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise ValueError(
+            f"Expected `resize` to be one of {RESIZE_MODES}. Received: resize={resize!r}"
+        )
+
+
+def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    if (
+        not isinstance(image_size, Sequence)
+        or len(image_size) != 2
+        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in image_size)
+    ):
+        raise ValueError(
+            "Expected `image_size` to be a positive int or a (height, width) pair of positive "
+            f"ints. Received: image_size={image_size!r}"
+        )
+    return int(image_size[0]), int(image_size[1])
+
+
+def _split_fractions(validation_split, test_split) -> list[float]:
+    fractions = []
+    for name, value in (("validation_split", validation_split), ("test_split", test_split)):
+        if value is None:
+            continue
+        if not isinstance(value, float) or not 0.0 < value < 1.0:
+            raise ValueError(
+                f"Expected `{name}` to be a float in (0, 1) or None. Received: {name}={value!r}"
+            )
+        fractions.append(value)
+    if sum(fractions) >= 1.0:
+        raise ValueError(
+            "Expected `validation_split + test_split` to leave images for training (< 1). "
+            f"Received: validation_split={validation_split!r}, test_split={test_split!r}"
+        )
+    return fractions
+
+
+def _stratified_split(
+    labels: np.ndarray, fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Index arrays: [train, then one per fraction], stratified per class, reproducible."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        start = 0
+        for k, f in enumerate(fractions, start=1):
+            n = int(round(len(idx) * f))
+            if n == 0 and len(idx) > len(fractions):
+                n = 1  # every class shows up in every split when it can
+            parts[k].extend(idx[start : start + n])
+            start += n
+        parts[0].extend(idx[start:])
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _files_dataset(files, checks, labels, class_names, image_size, resize, skipped) -> ImageDataset:
+    decoded = [c.decoded_path for c in checks]
+    ratios = [_decode_ratio(c, image_size, resize) for c in checks]
+    records = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(decoded, tf.string),
+            tf.constant(labels, tf.int32),
+            tf.constant(ratios, tf.int32),
+        )
+    )
+
+    def decode(path, label, ratio):
+        return resize_image(decode_image_file(path, ratio), image_size, resize), label
+
+    return ImageDataset(
+        records,
+        decode,
+        class_names=class_names,
+        labels=np.asarray(labels, np.int64),
+        image_size=image_size,
+        files=files,
+        skipped=skipped,
+    )
+
+
+def _validated(files: list[str], labels: list[int], *, strict: bool, cache_dir, what: str):
+    """Runs check_files; returns good (files, checks, labels) and the skipped (path, reason)."""
+    checks = check_files(files, cache_dir=cache_dir)
+    bad = [(f, c.reason) for f, c in zip(files, checks, strict=True) if not c.ok]
+    if bad and strict:
+        listing = "\n".join(f"  {p}: {r}" for p, r in bad)
+        raise ValueError(
+            f"{len(bad)} file(s) in {what} cannot be used (strict=True):\n{listing}\n"
+            "Remove or fix them, or pass strict=False to leave them out. "
+            f"Received: strict={strict}"
+        )
+    if bad:
+        shown = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        warnings.warn(
+            f"Left out {len(bad)} unusable file(s) in {what} (see `.skipped`):\n{shown}{more}",
+            stacklevel=3,
+        )
+    keep = [i for i, c in enumerate(checks) if c.ok]
+    return [files[i] for i in keep], [checks[i] for i in keep], [labels[i] for i in keep], bad
