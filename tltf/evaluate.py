@@ -1,0 +1,800 @@
+"""Evaluation of a trained classifier: metrics, calibration, confident mistakes, prediction.
+
+`evaluate` runs a model over labelled data once and returns an `EvaluationReport` (accuracy,
+top-k accuracy, per-class precision/recall/F1, confusion matrix, expected calibration error
+and the most confident mistakes). `calibrate` fits a softmax temperature on validation data
+and returns a model that carries it as a layer, so prediction, saving and TFLite export all
+use the calibrated scores. `predict` labels new images or image files.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "Calibration",
+    "EvaluationReport",
+    "Mistake",
+    "Prediction",
+    "TemperatureScaling",
+    "calibrate",
+    "evaluate",
+    "expected_calibration_error",
+    "predict",
+]
+
+_EPS = 1e-7
+_THUMB = 96  # side of the thumbnails kept for the mistakes grid
+
+
+@keras.saving.register_keras_serializable(package="tltf")
+class TemperatureScaling(keras.layers.Layer):
+    """Divides class scores by a fitted temperature (post-hoc calibration).
+
+    Appended after the head by `calibrate`. With `from_logits=False` it takes softmax
+    probabilities and returns `softmax(log(p) / temperature)`, which equals the softmax of the
+    original logits divided by the temperature; with `from_logits=True` it returns
+    `logits / temperature`. The ranking of classes (hence accuracy) never changes, only the
+    confidence. The temperature is a non-trainable weight, saved with the model and exported
+    to TFLite with it.
+
+    Args:
+        temperature: float. Positive temperature; above 1 softens over-confident scores.
+            Defaults to `1.0`.
+        from_logits: bool. Whether the incoming scores are logits. Defaults to `False`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = TemperatureScaling(2.0)
+    >>> p = layer(np.array([[0.9, 0.1]], "float32"))
+    >>> bool(p[0, 0] < 0.9)
+    True
+    """
+
+    def __init__(self, temperature: float = 1.0, *, from_logits: bool = False, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not float(temperature) > 0:
+            raise ValueError(
+                f"`temperature` must be a positive number. Received: temperature={temperature!r}"
+            )
+        self.initial_temperature = float(temperature)
+        self.from_logits = bool(from_logits)
+        self.temperature = self.add_weight(
+            name="temperature", shape=(), trainable=False,
+            initializer=keras.initializers.Constant(self.initial_temperature),
+        )
+
+    def call(self, scores):
+        scores = keras.ops.cast(scores, "float32")
+        if self.from_logits:
+            return scores / self.temperature
+        logits = keras.ops.log(keras.ops.maximum(scores, _EPS))
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=float(keras.ops.convert_to_numpy(self.temperature)),
+                      from_logits=self.from_logits)
+        return config
+
+
+@dataclass
+class Mistake:
+    """One misclassified example: where it is, what it is, what the model said.
+
+    Attributes:
+        index: int. Position of the example in the evaluated data.
+        true_label: str. The correct class name.
+        predicted_label: str. The class the model chose.
+        confidence: float. The probability the model gave its (wrong) choice.
+        file: str or `None`. The image file, when the data records file paths.
+        image: uint8 array `(h, w, 3)` or `None`. A small thumbnail for the report grid.
+    """
+
+    index: int
+    true_label: str
+    predicted_label: str
+    confidence: float
+    file: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON-friendly fields (without the thumbnail)."""
+        return {"index": self.index, "file": self.file, "true_label": self.true_label,
+                "predicted_label": self.predicted_label, "confidence": self.confidence}
+
+
+@dataclass
+class EvaluationReport:
+    """Everything `evaluate` measured, in the label order of the data's class names.
+
+    Attributes:
+        class_names: list of str. Class names; index `i` is label `i` everywhere below.
+        num_samples: int. Number of evaluated examples.
+        accuracy: float. Fraction of examples whose top-1 class is right.
+        top_k_accuracy: dict mapping k to the fraction whose true class is among the top k.
+        per_class: dict mapping class name to `{"precision", "recall", "f1", "support"}`.
+        macro_avg: dict. Unweighted mean of precision, recall and F1 over classes.
+        weighted_avg: dict. Mean of precision, recall and F1 weighted by support.
+        confusion_matrix: int array `(C, C)`; rows are true classes, columns predictions.
+        ece: float. Expected calibration error (15 equal-width confidence bins).
+        mistakes: list of `Mistake`, the most confident wrong predictions first.
+        calibration: dict or `None`. When the model carries a `TemperatureScaling` layer:
+            its `temperature` and the ECE on this data without (`ece_before`) and with it
+            (`ece_after`).
+        history: dict of lists or `None`. Training curves (with a `"phase"` list) to plot.
+        y_true: int array. True labels. y_prob: float array `(N, C)`. Predicted probabilities.
+    """
+
+    class_names: list[str]
+    num_samples: int
+    accuracy: float
+    top_k_accuracy: dict[int, float]
+    per_class: dict[str, dict[str, float]]
+    macro_avg: dict[str, float]
+    weighted_avg: dict[str, float]
+    confusion_matrix: np.ndarray
+    ece: float
+    mistakes: list[Mistake]
+    calibration: dict[str, float] | None = None
+    history: dict[str, list] | None = None
+    y_true: np.ndarray = field(default=None, repr=False)
+    y_prob: np.ndarray = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns every metric as plain JSON-serialisable Python values."""
+        return {
+            "class_names": list(self.class_names),
+            "num_samples": self.num_samples,
+            "accuracy": self.accuracy,
+            "top_k_accuracy": {str(k): v for k, v in self.top_k_accuracy.items()},
+            "per_class": self.per_class,
+            "macro_avg": self.macro_avg,
+            "weighted_avg": self.weighted_avg,
+            "confusion_matrix": self.confusion_matrix.tolist(),
+            "ece": self.ece,
+            "calibration": self.calibration,
+            "mistakes": [m.to_dict() for m in self.mistakes],
+            "history": self.history,
+        }
+
+    def summary(self) -> str:
+        """Returns a short plain-text table of the headline numbers and per-class scores."""
+        width = max(12, *(len(c) for c in self.class_names))
+        lines = [f"samples: {self.num_samples}   accuracy: {self.accuracy:.4f}   "
+                 + "   ".join(f"top-{k}: {v:.4f}" for k, v in self.top_k_accuracy.items() if k > 1)
+                 + f"   ECE: {self.ece:.4f}"]
+        if self.calibration:
+            lines.append("temperature: {temperature:.3f}   ECE before: {ece_before:.4f}   "
+                         "ECE after: {ece_after:.4f}".format(**self.calibration))
+        lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+        rows = list(self.per_class.items()) + [("macro avg", self.macro_avg),
+                                                ("weighted avg", self.weighted_avg)]
+        for name, m in rows:
+            support = m.get("support", self.num_samples)
+            lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  "
+                         f"{m['f1']:5.4f}  {support:7d}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes `report.json`, the PNG figures and a self-contained `report.html`.
+
+        Args:
+            directory: str or path. Folder to write into (created if missing).
+
+        Returns:
+            The path of `report.html`.
+        """
+        from tltf.report import save_report
+
+        return save_report(self, directory)
+
+
+@dataclass
+class Calibration:
+    """The result of `calibrate`.
+
+    Attributes:
+        model: keras.Model. The input model followed by a `TemperatureScaling` layer named
+            `"temperature"`; shares every weight with the input model.
+        temperature: float. The fitted temperature.
+        ece_before: float. ECE on the calibration data before scaling.
+        ece_after: float. ECE on the calibration data after scaling.
+        nll_before: float. Mean negative log-likelihood before scaling.
+        nll_after: float. Mean negative log-likelihood after scaling.
+    """
+
+    model: keras.Model
+    temperature: float
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+
+
+@dataclass
+class Prediction:
+    """The top classes `predict` found for one image.
+
+    Attributes:
+        labels: list of str. The `top_k` class names, most likely first.
+        scores: list of float. Their probabilities.
+        file: str or `None`. The image file, when the input was a path.
+    """
+
+    labels: list[str]
+    scores: list[float]
+    file: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The most likely class name."""
+        return self.labels[0]
+
+    @property
+    def score(self) -> float:
+        """The probability of the most likely class."""
+        return self.scores[0]
+
+
+def expected_calibration_error(y_true, y_prob, *, num_bins: int = 15) -> float:
+    """Expected calibration error of top-1 predictions over equal-width confidence bins.
+
+    ECE = sum over bins of (bin size / N) * |accuracy in bin - mean confidence in bin|.
+
+    Args:
+        y_true: int array `(N,)`. True labels.
+        y_prob: float array `(N, C)`. Predicted probabilities.
+        num_bins: int. Number of bins over [0, 1]. Defaults to `15`.
+
+    Returns:
+        The ECE, a float in [0, 1].
+
+    Raises:
+        ValueError: if the shapes disagree or `num_bins` is not positive.
+
+    Example:
+
+    >>> import numpy as np
+    >>> expected_calibration_error(np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]))
+    0.45
+    """
+    y_true = np.asarray(y_true).astype(int).reshape(-1)
+    y_prob = np.asarray(y_prob, dtype="float64")
+    if y_prob.ndim != 2 or y_prob.shape[0] != y_true.shape[0]:
+        raise ValueError(
+            "`y_prob` must have shape (N, num_classes) with N the length of `y_true`. "
+            f"Received: y_true.shape={y_true.shape}, y_prob.shape={y_prob.shape}"
+        )
+    if not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"`num_bins` must be a positive integer. Received: num_bins={num_bins!r}")
+    if len(y_true) == 0:
+        return 0.0
+    confidence = y_prob.max(axis=1)
+    correct = (y_prob.argmax(axis=1) == y_true).astype("float64")
+    # Bin i holds confidences in (i/B, (i+1)/B]; confidence 0 goes to the first bin.
+    bins = np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
+    ece = 0.0
+    for b in range(num_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return round(float(ece), 12)
+
+
+def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = None,
+             top_k: int = 5, batch_size: int = 32, num_mistakes: int = 16,
+             history=None, verbose: int = 0) -> EvaluationReport:
+    """Measures a single-label classifier on labelled data.
+
+    Labels are read in the order of the data's recorded class names. When the model's head
+    also records class names in another order, the model's scores are re-ordered to match
+    the data, so a shuffled class order can never pair the wrong names with the wrong
+    scores. Metrics come from scikit-learn.
+
+    Args:
+        model: keras.Model. A classifier taking raw pixels and returning class
+            probabilities or logits (as recorded by its head, see `tltf.models.head_of`).
+        data: a `tltf.data.ImageDataset` (prepared here without shuffling), a batched
+            `tf.data.Dataset` of `(images, labels)`, or a tuple `(images, labels)` of arrays.
+            Labels are integers or one-hot vectors.
+        class_names: list of str or `None`. Names in label order. Defaults to the data's
+            `class_names`, then the model head's, then `"0"`, `"1"`, ...
+        top_k: int. k for the top-k accuracy (capped at `num_classes - 1`, above which it
+            is trivially 1). Top-1 is always reported. Defaults to `5`.
+        batch_size: int. Batch size when `data` is an `ImageDataset` or arrays.
+            Defaults to `32`.
+        num_mistakes: int. How many of the most confident mistakes to keep. Defaults to `16`.
+        history: training history to plot in the saved report: the result of
+            `tltf.fine_tune` (its `.history`), a `keras.callbacks.History`, a dict of lists
+            or a list of per-epoch dicts. Defaults to `None`.
+        verbose: int. `1` shows a progress bar. Defaults to `0`.
+
+    Returns:
+        An `EvaluationReport`.
+
+    Raises:
+        ValueError: if the model is multi-label, the data is empty, a label is out of range,
+            or the class names of the model and the data disagree.
+        TypeError: if `data` is none of the accepted types.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.GlobalAveragePooling2D()(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    >>> images = np.random.rand(10, 8, 8, 3).astype("float32") * 255
+    >>> report = evaluate(model, (images, np.arange(10) % 3), class_names=["a", "b", "c"])
+    >>> report.confusion_matrix.shape
+    (3, 3)
+    """
+    from sklearn import metrics
+
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
+    head = _head_config(model)
+    if head.get("multi_label"):
+        raise ValueError(
+            "`evaluate` measures single-label classifiers (one softmax over the classes), but "
+            "this model's head is multi-label. Evaluate each label as a binary problem "
+            "instead. Received: multi_label=True"
+        )
+    batches, files, data_names = _as_batches(data, batch_size)
+    model_names = head.get("class_names")
+    names, order = _resolve_class_names(class_names, data_names, model_names)
+
+    y_true, y_prob, heap, calibrated = [], [], [], _temperature_of(model)
+    seen = 0
+    progbar = keras.utils.Progbar(None, unit_name="batch") if verbose else None
+    for step, (images, labels) in enumerate(batches):
+        probs = _to_probabilities(model(images, training=False), head)
+        if order is not None:
+            probs = probs[:, order]
+        labels = _int_labels(labels)
+        y_true.append(labels)
+        y_prob.append(probs)
+        _keep_mistakes(heap, num_mistakes, images, labels, probs, seen)
+        seen += len(labels)
+        if progbar is not None:
+            progbar.update(step + 1)
+    if not seen:
+        raise ValueError("`data` is empty: there is nothing to evaluate. Received: 0 examples")
+    y_true = np.concatenate(y_true)
+    y_prob = np.concatenate(y_prob).astype("float64")
+    num_classes = y_prob.shape[1]
+    if names is None:
+        names = [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"The model outputs {num_classes} classes but {len(names)} class names were given "
+            f"or found in the data. Received: class_names={names!r}"
+        )
+    if y_true.min() < 0 or y_true.max() >= num_classes:
+        raise ValueError(
+            f"Labels must be in [0, {num_classes - 1}] for a {num_classes}-class model. "
+            f"Received: labels in [{y_true.min()}, {y_true.max()}]"
+        )
+
+    labels_range = list(range(num_classes))
+    y_pred = y_prob.argmax(axis=1)
+    p, r, f, s = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels_range, zero_division=0)
+    per_class = {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                     "support": int(s[i])} for i, n in enumerate(names)}
+    averages = {}
+    for average in ("macro", "weighted"):
+        ap, ar, af, _ = metrics.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels_range, average=average, zero_division=0)
+        averages[average] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
+    accuracy = float(metrics.accuracy_score(y_true, y_pred))
+    top = {1: accuracy}
+    k = min(top_k, num_classes - 1)  # k >= num_classes is trivially 1.0
+    if k > 1:
+        top[k] = float(metrics.top_k_accuracy_score(y_true, y_prob, k=k, labels=labels_range))
+    mistakes = [
+        Mistake(index=i, true_label=names[t], predicted_label=names[pr], confidence=float(c),
+                file=files[i] if files is not None and i < len(files) else None, image=img)
+        for c, i, t, pr, img in sorted(heap, key=lambda m: (-m[0], m[1]))
+    ]
+    report = EvaluationReport(
+        class_names=list(names), num_samples=int(len(y_true)),
+        accuracy=accuracy, top_k_accuracy=top,
+        per_class=per_class, macro_avg=averages["macro"], weighted_avg=averages["weighted"],
+        confusion_matrix=metrics.confusion_matrix(y_true, y_pred, labels=labels_range),
+        ece=expected_calibration_error(y_true, y_prob), mistakes=mistakes,
+        history=_normalize_history(history), y_true=y_true, y_prob=y_prob,
+    )
+    if calibrated is not None:
+        raw = _softmax(np.log(np.maximum(y_prob, _EPS)) * calibrated)
+        report.calibration = {"temperature": calibrated,
+                              "ece_before": expected_calibration_error(y_true, raw),
+                              "ece_after": report.ece}
+    return report
+
+
+def calibrate(model: keras.Model, data, *, batch_size: int = 32) -> Calibration:
+    """Fits a softmax temperature on held-out data (temperature scaling).
+
+    Finds the temperature T > 0 minimising the negative log-likelihood of
+    `softmax(logits / T)` on `data` (use validation data, never the training set), then
+    returns a model that ends in a `TemperatureScaling` layer holding T. Accuracy is
+    unchanged; confidence becomes honest. The returned model saves to `.keras`, predicts
+    and exports to TFLite with the temperature built in.
+
+    Args:
+        model: keras.Model. A single-label classifier (probabilities or logits).
+        data: validation data, as for `evaluate`.
+        batch_size: int. Batch size for an `ImageDataset` or arrays. Defaults to `32`.
+
+    Returns:
+        A `Calibration` with the calibrated `model`, the `temperature` and the ECE and
+        negative log-likelihood before and after.
+
+    Raises:
+        ValueError: if the model is multi-label or already calibrated, or `data` is empty.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.GlobalAveragePooling2D()(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    >>> images = np.random.rand(16, 8, 8, 3).astype("float32") * 255
+    >>> result = calibrate(model, (images, np.arange(16) % 2))
+    >>> result.temperature > 0
+    True
+    """
+    from scipy.optimize import minimize_scalar
+
+    head = _head_config(model)
+    if head.get("multi_label"):
+        raise ValueError("`calibrate` supports single-label (softmax) classifiers only. "
+                         "Received: multi_label=True")
+    if _temperature_of(model) is not None:
+        raise ValueError(
+            "This model already ends in a TemperatureScaling layer; calibrate the original "
+            "model instead. Received: model with a 'temperature' layer"
+        )
+    batches, _, _ = _as_batches(data, batch_size)
+    y_true, logits = [], []
+    for images, labels in batches:
+        scores = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
+        if head.get("output") != "logits":
+            scores = np.log(np.maximum(scores, _EPS))
+        logits.append(scores)
+        y_true.append(_int_labels(labels))
+    if not logits:
+        raise ValueError("`data` is empty: cannot fit a temperature. Received: 0 examples")
+    y_true, logits = np.concatenate(y_true), np.concatenate(logits)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-log_p[np.arange(len(y_true)), y_true].mean())
+
+    best = minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded")
+    temperature = float(np.exp(best.x))
+    layer = TemperatureScaling(temperature, from_logits=head.get("output") == "logits",
+                               name="temperature")
+    # Built on the inference model (augmentation dropped), so exporters keep the temperature.
+    base = _inference_model(model)
+    calibrated = keras.Model(base.inputs[0], layer(base.outputs[0]), name=base.name)
+    return Calibration(
+        model=calibrated, temperature=temperature,
+        ece_before=expected_calibration_error(y_true, _softmax(logits)),
+        ece_after=expected_calibration_error(y_true, _softmax(logits / temperature)),
+        nll_before=nll(0.0), nll_after=nll(best.x),
+    )
+
+
+def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
+            class_names: Sequence[str] | None = None, batch_size: int = 32,
+            resize: str = "stretch") -> list[Prediction]:
+    """Labels images or image files with the model's top classes.
+
+    Files are read with the same decoding as training (`tltf.decode`: validated, EXIF
+    orientation applied, any format TensorFlow or Pillow reads), resized to the model's
+    input size; arrays are passed as they are (raw pixels in [0, 255]).
+
+    Args:
+        model: keras.Model. A single-label classifier taking raw pixels.
+        images_or_paths: a path (str or `Path`) to an image file or a folder of images, a
+            list of paths, or an array of images `(N, H, W, 3)` / one image `(H, W, 3)`.
+        top_k: int. How many classes to return per image. Defaults to `1`.
+        class_names: list of str or `None`. Defaults to the names the model's head records,
+            then `"0"`, `"1"`, ...
+        batch_size: int. Images per forward pass. Defaults to `32`.
+        resize: str. How files are fitted to the input size, as when the data was loaded:
+            `"stretch"`, `"crop"` or `"pad"`. Defaults to `"stretch"`.
+
+    Returns:
+        A list of `Prediction` (one per image, in input order; files of a folder in sorted
+        order).
+
+    Raises:
+        FileNotFoundError: if a path does not exist.
+        ValueError: if a file is not a readable image, or `top_k` is not in [1, num_classes] or an array has the wrong shape.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.GlobalAveragePooling2D()(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    >>> out = predict(model, np.random.rand(2, 8, 8, 3) * 255, top_k=2, class_names="abc")
+    >>> len(out), len(out[0].labels)
+    (2, 2)
+    """
+    head = _head_config(model)
+    num_classes = int(model.outputs[0].shape[-1])
+    if not isinstance(top_k, int) or not 1 <= top_k <= num_classes:
+        raise ValueError(
+            f"`top_k` must be an integer between 1 and the number of classes ({num_classes}). "
+            f"Received: top_k={top_k!r}"
+        )
+    names = list(class_names) if class_names is not None else head.get("class_names")
+    names = [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
+    files, images = _read_inputs(model, images_or_paths, resize)
+    results = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        probs = _to_probabilities(model(chunk, training=False), head)
+        for j, row in enumerate(probs):
+            best = np.argsort(-row, kind="stable")[:top_k]
+            results.append(Prediction(labels=[names[b] for b in best],
+                                      scores=[float(row[b]) for b in best],
+                                      file=files[start + j] if files else None))
+    return results
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _head_config(model) -> dict:
+    """The head's config (`output`, `multi_label`, `class_names`), or {} for other models."""
+    try:
+        from tltf.models import head_of
+
+        return head_of(model).get_config()
+    except (ImportError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    try:
+        return model.get_layer("head").get_config()
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _inference_model(model):
+    try:
+        from tltf.models import inference_model
+
+        return inference_model(model)
+    except ValueError:  # not built by tltf: nothing to drop
+        return model
+
+
+def _temperature_of(model) -> float | None:
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, TemperatureScaling):
+            return float(keras.ops.convert_to_numpy(layer.temperature))
+    return None
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _to_probabilities(scores, head: dict) -> np.ndarray:
+    scores = keras.ops.convert_to_numpy(scores).astype("float64")
+    if head.get("output") == "logits":
+        return _softmax(scores)
+    return scores
+
+
+def _int_labels(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # one-hot
+        labels = labels.argmax(axis=1)
+    return labels.reshape(-1).astype(int)
+
+
+def _as_batches(data, batch_size):
+    """Returns (iterable of (images, labels) batches, files or None, class names or None)."""
+    if hasattr(data, "prepare") and hasattr(data, "class_names"):
+        ds = data.prepare(training=False, batch_size=batch_size, cache=None)
+        return ds, getattr(data, "files", None), list(data.class_names)
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not isinstance(spec, tuple) or len(spec) < 2:
+            raise TypeError(
+                "A `tf.data.Dataset` passed as `data` must yield batches of (images, labels). "
+                f"Received: element_spec={spec}"
+            )
+        if spec[0].shape.rank == 3:
+            raise ValueError(
+                "`data` yields single images; batch it first (`ds.batch(32)`) or pass the "
+                f"ImageDataset itself. Received: element_spec={spec}"
+            )
+        return data.map(lambda x, y, *rest: (x, y)), None, None
+    if isinstance(data, tuple) and len(data) == 2:
+        images, labels = np.asarray(data[0]), np.asarray(data[1])
+        if len(images) != len(labels):
+            raise ValueError(
+                "`data` as a tuple must be (images, labels) of equal length. "
+                f"Received: {len(images)} images and {len(labels)} labels"
+            )
+        return ([(images[i:i + batch_size], labels[i:i + batch_size])
+                 for i in range(0, len(images), batch_size)], None, None)
+    raise TypeError(
+        "`data` must be a tltf ImageDataset, a batched tf.data.Dataset of (images, labels) or "
+        f"a tuple (images, labels). Received: data of type {type(data).__name__}"
+    )
+
+
+def _resolve_class_names(given, data_names, model_names):
+    """Returns (names in label order, column order to apply to the model's scores or None)."""
+    if given is not None:
+        given = [str(n) for n in given]
+        if data_names is not None and given != [str(n) for n in data_names]:
+            raise ValueError(
+                "`class_names` disagrees with the class names recorded in the data; labels "
+                f"follow the data's order {list(data_names)!r}, so leave `class_names` unset. "
+                f"Received: class_names={given!r}"
+            )
+        data_names = given
+    if data_names is None:
+        return (list(model_names) if model_names else None), None
+    data_names = [str(n) for n in data_names]
+    if not model_names or list(model_names) == data_names:
+        return data_names, None
+    if sorted(model_names) != sorted(data_names):
+        raise ValueError(
+            f"The model was trained on classes {list(model_names)!r} but the data has classes "
+            f"{data_names!r}; evaluate on data with the same classes. "
+            f"Received: class_names={data_names!r}"
+        )
+    # Same classes, different order: re-order the model's columns into the data's order.
+    return data_names, [list(model_names).index(n) for n in data_names]
+
+
+def _keep_mistakes(heap, limit, images, labels, probs, offset):
+    """Keeps the `limit` most confident mistakes (with small thumbnails) in a min-heap."""
+    if limit <= 0:
+        return
+    pred = probs.argmax(axis=1)
+    wrong = np.nonzero(pred != labels)[0]
+    if not len(wrong):
+        return
+    images = np.asarray(images)
+    for i in wrong:
+        item = (float(probs[i, pred[i]]), offset + int(i), int(labels[i]), int(pred[i]))
+        if len(heap) >= limit and item[0] <= heap[0][0]:
+            continue
+        thumb = _thumbnail(images[i])
+        if len(heap) < limit:
+            heapq.heappush(heap, (*item, thumb))
+        else:
+            heapq.heapreplace(heap, (*item, thumb))
+
+
+def _thumbnail(image) -> np.ndarray | None:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        return None
+    h, w = image.shape[:2]
+    scale = _THUMB / max(h, w)
+    if scale < 1:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = tf.image.resize(image, size, antialias=True).numpy()
+    return np.clip(image, 0, 255).astype("uint8")
+
+
+def _normalize_history(history) -> dict[str, list] | None:
+    """Turns a fine_tune result, a Keras History, records or a DataFrame into a dict of lists."""
+    if history is None:
+        return None
+    if hasattr(history, "to_dict") and hasattr(history, "columns"):  # pandas DataFrame
+        history = history.to_dict(orient="list")
+    elif hasattr(history, "history") and not isinstance(history, dict):
+        history = history.history
+        if hasattr(history, "columns"):
+            history = history.to_dict(orient="list")
+    if isinstance(history, list):
+        keys = sorted({k for row in history for k in row}, key=str)
+        history = {k: [row.get(k) for row in history] for k in keys}
+    if not isinstance(history, dict):
+        raise TypeError(
+            "`history` must be a fine_tune result, a keras History, a dict of lists or a list "
+            f"of per-epoch dicts. Received: history of type {type(history).__name__}"
+        )
+    return {str(k): [_plain(v) for v in values] for k, values in history.items()}
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_inputs(model, images_or_paths, resize):
+    """Returns (file names or None, float32 image batch at the model's input size)."""
+    if isinstance(images_or_paths, (str, os.PathLike)):
+        images_or_paths = [images_or_paths]
+    if isinstance(images_or_paths, (list, tuple)) and images_or_paths and all(
+            isinstance(p, (str, os.PathLike)) for p in images_or_paths):
+        size = tuple(model.inputs[0].shape[1:3])
+        if None in size:
+            raise ValueError(
+                "The model accepts any input size, so files cannot be resized for it; pass "
+                f"image arrays instead. Received: input shape {tuple(model.inputs[0].shape)}"
+            )
+        return _read_files(_expand_paths(images_or_paths), size, resize)
+    images = np.asarray(images_or_paths, dtype="float32")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            "`images_or_paths` must be image files, or images of shape (N, H, W, 3) or "
+            f"(H, W, 3). Received: array of shape {images.shape}"
+        )
+    return None, images
+
+
+def _read_files(files, size, resize):
+    """Decodes files exactly as training does: validated, EXIF-upright, then resized."""
+    import tempfile
+
+    from tltf.decode import check_files, decode_image_file, resize_image
+
+    images = []
+    # Re-encoded odd files (EXIF-rotated JPEGs, TIFF) live only as long as this call.
+    with tempfile.TemporaryDirectory(prefix="tltf-predict-") as cache:
+        for check in check_files(files, cache_dir=cache):
+            if not check.ok:
+                raise ValueError(
+                    f"Cannot read image file {check.path}: {check.reason}. Remove or replace "
+                    f"it. Received: path={check.path!r}"
+                )
+            image = decode_image_file(tf.constant(check.decoded_path))
+            images.append(resize_image(image, size, resize).numpy())
+    return files, np.stack(images).astype("float32")
+
+
+def _expand_paths(paths) -> list[str]:
+    from tltf.decode import list_image_files
+
+    files = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = list_image_files(p)
+            if not found:
+                raise FileNotFoundError(f"No image files in folder {p}. Received: path={str(p)!r}")
+            files.extend(found)
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise FileNotFoundError(f"Image file or folder not found: {p}. Received: path={str(p)!r}")
+    return files
