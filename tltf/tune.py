@@ -247,10 +247,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 model, train, val, head_epochs=0, finetune_epochs=max(1, finetune_epochs),
                 unfreeze=f"top_blocks:{k['unfreeze_blocks']}", finetune_lr=k["finetune_lr"],
                 callbacks=callbacks, **common)
-        else:  # depth 0: phase 2 keeps the backbone frozen and trains the head on
+        else:  # depth 0: the backbone stays frozen and the head trains on at finetune_lr,
+            # on the full model (not cached features) so the tuner's checkpoint fits it
             result = _fine_tune()(
                 model, train, val, head_epochs=max(1, finetune_epochs), finetune_epochs=0,
-                head_lr=k["finetune_lr"], callbacks=callbacks, **common)
+                head_lr=k["finetune_lr"], cache_features=False, callbacks=callbacks, **common)
         info.update(phase2_seconds=time.perf_counter() - t2,
                     seconds=time.perf_counter() - start,
                     trainable_weights=probe.trainable_weights,
@@ -331,7 +332,7 @@ def _phase2_history(history) -> keras.callbacks.History:
     n = max((len(v) for v in hist.values() if isinstance(v, (list, tuple))), default=0)
     rows = list(range(n))
     if phases is not None:
-        rows = [i for i in rows if phases[i] != "head"] or rows
+        rows = [i for i in rows if phases[i] == 2] or rows
     out = keras.callbacks.History()
     out.history = {m: [float(v[i]) for i in rows] for m, v in hist.items()
                    if isinstance(v, (list, tuple)) and len(v) == n}
@@ -348,6 +349,12 @@ class _TltfTunerMixin:
         results = super().run_trial(trial, *args, **kwargs)
         self._tltf_record = {"trial_id": trial.trial_id, **self.hypermodel.last_fit}
         return results
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        # KerasTuner imports `tensorboard` for every trial under TensorFlow, even without a
+        # TensorBoard callback; TensorFlow 2.21 no longer installs it. Only go there if needed.
+        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
