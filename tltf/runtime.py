@@ -9,12 +9,16 @@ for the rest of the process (TensorFlow offers no way to turn it off again).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
 __all__ = [
+    "backup_and_restore",
     "dtype_policy_scope",
     "global_batch_size",
     "is_chief",
@@ -216,7 +220,37 @@ def resolve_strategy(strategy: tf.distribute.Strategy | None = None) -> tf.distr
             "`tf.distribute.MirroredStrategy()`) or None for a single device. "
             f"Received: strategy={strategy!r}"
         )
+    _fix_multi_worker_reduce(strategy)
     return strategy
+
+
+def _fix_multi_worker_reduce(strategy: tf.distribute.Strategy) -> None:
+    """Lets Keras 3 `fit` run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585).
+
+    Keras' TensorFlow trainer calls `strategy.reduce` in two ways that
+    `MultiWorkerMirroredStrategy` rejects: on the nested `(images, labels)` batch it uses to
+    build the model, and with `axis=0` on the scalar loss and metrics of every step. This
+    reduces each leaf of a nest on its own, and scalars over replicas (`axis=None`); any
+    other call goes to the strategy's own `reduce` unchanged. Applied once per strategy.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    if getattr(strategy, "_tltf_reduce_fixed", False):
+        return
+    original = strategy.reduce
+
+    def reduce(reduce_op, value, axis):
+        def reduce_leaf(leaf):
+            local = strategy.experimental_local_results(leaf)[0]
+            leaf_axis = axis if getattr(local.shape, "rank", None) else None
+            return original(reduce_op, leaf, axis=leaf_axis)
+
+        if isinstance(value, (tuple, list, dict)):
+            return tf.nest.map_structure(reduce_leaf, value)
+        return reduce_leaf(value)
+
+    strategy.reduce = reduce
+    strategy._tltf_reduce_fixed = True
 
 
 def global_batch_size(
@@ -285,6 +319,71 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "worker" and task_id == 0 and not has_chief
+
+
+class _RestoreOnly(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore for a non-chief worker: restores the chief's backup, writes scratch.
+
+    Saving reads on-read-synchronised variables, which runs collective ops: a non-chief
+    worker must save when the chief does, or the workers' collectives stop matching. It
+    saves to a private scratch directory instead of the shared backup.
+    """
+
+    def __init__(self, backup_dir: str, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self._scratch_dir = tempfile.mkdtemp(prefix="tltf-worker-backup-")
+        self._scratch_path = os.path.join(self._scratch_dir, "scratch.weights.h5")
+
+    def _save_model(self):
+        self.model.save_weights(self._scratch_path, overwrite=True)
+
+    def on_train_end(self, logs=None):
+        # The chief deletes the shared backup when the run completes.
+        shutil.rmtree(self._scratch_dir, ignore_errors=True)
+
+
+def backup_and_restore(
+    backup_dir: str | os.PathLike,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    save_freq: str | int = "epoch",
+) -> keras.callbacks.BackupAndRestore:
+    """A `keras.callbacks.BackupAndRestore` that is also safe in multi-worker training.
+
+    `BackupAndRestore` saves the weights, optimizer state and epoch at the end of every
+    epoch, and a later `fit` with the same callback resumes from there: restart the job
+    after a crash or preemption and training continues where it stopped. It keeps the
+    previous backup too, so a process killed while writing loses at most one epoch.
+
+    Keras 3's callback has every worker write the same files, which collide (HDF5 refuses
+    the second writer). Here only the chief (see `is_chief`) writes the backup; the other
+    workers restore from the chief's backup at the start of `fit`, so all of them resume
+    from the same epoch (they still save to a private scratch directory at the same
+    moments, because saving runs collective ops every worker must join). `backup_dir` must be reachable by every worker (a shared file system).
+
+    Args:
+        backup_dir: str or path. Directory of the backup; it is deleted when `fit` completes.
+        strategy: `tf.distribute.Strategy` or None. Defaults to None (the current strategy).
+        save_freq: `"epoch"` or int. Back up at the end of every epoch, or every this many
+            batches. Defaults to `"epoch"`.
+
+    Returns:
+        A `keras.callbacks.BackupAndRestore` to pass to `fit(callbacks=[...])`.
+
+    Example:
+
+    >>> import numpy as np, tempfile
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> backup = backup_and_restore(tempfile.mkdtemp())
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=2, callbacks=[backup], verbose=0)
+    """
+    backup_dir = os.fspath(backup_dir)
+    if is_chief(strategy):
+        return keras.callbacks.BackupAndRestore(
+            backup_dir, save_freq=save_freq, double_checkpoint=True
+        )
+    return _RestoreOnly(backup_dir, save_freq=save_freq, double_checkpoint=False)
 
 
 def _replace_policy(config, source: str, target: str):

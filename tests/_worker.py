@@ -1,0 +1,181 @@
+"""Subprocess entry point for the tests in test_distributed.py and test_runtime.py.
+
+Each mode runs in a fresh Python process because what it tests is process-global and must
+happen before TensorFlow initialises (logical CPU devices, TF_CONFIG for a worker) or cannot
+be undone (op determinism). It prints one JSON object per line on stdout; the last line is
+the result the test reads.
+
+    python tests/_worker.py mirrored
+    python tests/_worker.py multiworker <backup_dir> <epochs>   # TF_CONFIG in the environment
+    python tests/_worker.py repro <seed>
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+IMAGE_SIZE = 32
+NUM_CLASSES = 2
+
+
+def emit(**record):
+    print(json.dumps(record), flush=True)
+
+
+def configure_cpus(count: int) -> None:
+    """Splits the physical CPU into `count` logical devices; must run before TF initialises."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    )
+
+
+def images_and_labels(n: int, seed: int = 0):
+    """Dark images are class 0, bright ones class 1: learnable in a few steps from scratch."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, NUM_CLASSES, n).astype("int32")
+    base = np.where(labels[:, None, None, None] == 1, 180.0, 60.0)
+    noise = rng.uniform(-40, 40, (n, IMAGE_SIZE, IMAGE_SIZE, 3))
+    return (base + noise).astype("float32"), labels
+
+
+def tiny_backbone():
+    import keras
+
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block2_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+def classifier():
+    from tltf import build_classifier
+
+    model = build_classifier(tiny_backbone(), NUM_CLASSES, image_size=IMAGE_SIZE, weights=None)
+    model.get_layer("backbone").trainable = True
+    return model
+
+
+def run_mirrored() -> None:
+    configure_cpus(2)
+    import keras
+
+    from tltf import runtime
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    per_replica = 8
+    batch = runtime.global_batch_size(per_replica, strategy)
+    x, y = images_and_labels(64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+    # Built outside the scope, as a user would: match_runtime rebuilds it in the scope.
+    model = classifier()
+    placed = runtime.match_runtime(model, strategy=strategy)
+    with strategy.scope():
+        placed.compile(
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss="sparse_categorical_crossentropy",
+            jit_compile=runtime.resolve_jit_compile("auto", strategy=strategy),
+        )
+    history = placed.fit(data, epochs=4, verbose=0)
+    variable = placed.get_layer("head").predictions.kernel.value
+    emit(
+        replicas=strategy.num_replicas_in_sync,
+        global_batch=batch,
+        rebuilt=placed is not model,
+        mirrored_type=type(variable).__name__,
+        devices=sorted({v.device for v in getattr(variable, "values", [variable])}),
+        loss=history.history["loss"],
+    )
+
+
+class _Progress:
+    """Keras callback that reports epochs on stdout and slows epochs down a little."""
+
+    def __new__(cls, pause: float):
+        import keras
+
+        class Progress(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                emit(event="epoch_begin", epoch=epoch)
+
+            def on_epoch_end(self, epoch, logs=None):
+                emit(event="epoch_end", epoch=epoch, loss=float(logs["loss"]))
+                time.sleep(pause)
+
+        return Progress()
+
+
+def run_multiworker(backup_dir: str, epochs: int) -> None:
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    import keras
+
+    from tltf import runtime
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=30)
+    strategy = runtime.resolve_strategy(
+        tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    )
+    emit(
+        event="start",
+        replicas=strategy.num_replicas_in_sync,
+        chief=runtime.is_chief(strategy),
+        task=json.loads(os.environ["TF_CONFIG"])["task"],
+    )
+    batch = runtime.global_batch_size(8, strategy)
+    x, y = images_and_labels(64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    shard = tf.data.Options()
+    shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    data = data.with_options(shard)
+
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = classifier()
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+        history = model.fit(
+            data,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[
+                runtime.backup_and_restore(backup_dir, strategy=strategy),
+                _Progress(pause=1.0),
+            ],
+        )
+    emit(event="done", epochs_run=len(history.history["loss"]), loss=history.history["loss"])
+
+
+def run_repro(seed: int) -> None:
+    import keras
+
+    from tltf import runtime
+
+    runtime.set_seed(seed, deterministic=True)
+    x, y = images_and_labels(96, seed=1)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(96, seed=seed).batch(16)
+    model = classifier()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    history = model.fit(data, epochs=3, verbose=0)
+    emit(loss=[float(v) for v in history.history["loss"]])
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "mirrored":
+        run_mirrored()
+    elif mode == "multiworker":
+        run_multiworker(sys.argv[2], int(sys.argv[3]))
+    elif mode == "repro":
+        run_repro(int(sys.argv[2]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
