@@ -125,7 +125,7 @@ def plot_history(history: dict, path: str | os.PathLike) -> Path:
     panels = [(title, keys) for title, keys in panels if keys]
     if not panels:
         panels = [("metrics", list(series))]
-    phases = history.get("phase") or []
+    phases = [f"phase {x}" if _is_number(x) else str(x) for x in history.get("phase") or []]
     fig = Figure(figsize=(6 * len(panels), 4))
     for p, (title, keys) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), p + 1)
@@ -140,6 +140,7 @@ def plot_history(history: dict, path: str | os.PathLike) -> Path:
         if phases:
             ax.text(0.01, 1.0, f" {phases[0]}", transform=ax.transAxes, va="top", fontsize=8,
                     color="gray")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=8, loc="center right")

@@ -1,0 +1,545 @@
+"""The `tltf` command: train, evaluate, predict, export, tune, audit and list backbones.
+
+Every command is a thin call of the public functions (`tltf.load_image_folder`,
+`tltf.build_classifier`, `tltf.fine_tune`, `tltf.evaluate.evaluate`, `tltf.export_tflite`,
+`tltf.tune.search`, ...). A user error (missing folder, unknown backbone, bad config key)
+prints one line and exits with status 1; `--verbose` prints the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+__all__ = ["main"]
+
+_DESCRIPTION = "Transfer learning for image classification: from a folder of photos to a .tflite."
+_EPILOG = """examples:
+  tltf backbones "mobilenet*"
+  tltf audit photos/
+  tltf train --data photos/ --backbone mobilenet_v2 --image-size 224 --out runs/1 --tflite int8
+  tltf train --config run.yaml --out runs/2
+  tltf train --out runs/1 --resume
+  tltf evaluate runs/1/model.keras photos_test/ --out runs/1/test-report
+  tltf predict runs/1/model.keras cat.jpg dog.jpg --top-k 3
+  tltf export runs/1/model.keras model.tflite --quantization int8 --representative-data photos/
+  tltf tune --data photos/ --backbone mobilenet_v2 --max-trials 8 --out runs/search
+
+Run `tltf <command> --help` for the options of a command."""
+
+_CONFIG_SECTIONS = {
+    "data": "tltf.load_image_folder (with `path`) or tltf.load_tfds (with `name`)",
+    "model": "tltf.build_classifier",
+    "train": "tltf.fine_tune",
+    "export": "tltf.export_tflite",
+}
+# Arguments the command fills in itself, so a config may not set them.
+_DERIVED = {
+    "model": {"num_classes", "class_names"},
+    "train": {"model", "train", "val", "directory", "resume"},
+    "export": {"model", "path", "representative_data", "validation_data"},
+}
+
+
+class UserError(Exception):
+    """A mistake in the command line or the config, reported in one line."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def load_config(path: str | os.PathLike) -> dict[str, dict]:
+    """Reads a YAML run config whose sections map one-to-one onto public function arguments.
+
+    Sections: `data` (arguments of `tltf.load_image_folder`, or of `tltf.load_tfds` when it
+    has `name`), `model` (`tltf.build_classifier`, with `backbone`), `train`
+    (`tltf.fine_tune`) and `export` (`tltf.export_tflite`). Unknown sections or keys are
+    errors.
+
+    Args:
+        path: str or path. The YAML file.
+
+    Returns:
+        dict of section name to dict of arguments.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if the file is not a mapping of known sections to known arguments.
+
+    Example:
+
+    >>> import tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "run.yaml")
+    >>> _ = open(f, "w").write("model:\\n  backbone: mobilenet_v2\\n")
+    >>> load_config(f)["model"]
+    {'backbone': 'mobilenet_v2'}
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file not found: {path}. Received: config={str(path)!r}")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"Config file {path} is not valid YAML: {str(e).splitlines()[0]}. "
+                         f"Received: config={str(path)!r}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"Config file {path} must be a mapping of sections "
+                         f"{sorted(_CONFIG_SECTIONS)}. Received: {type(config).__name__}")
+    for section, values in config.items():
+        if section not in _CONFIG_SECTIONS:
+            raise ValueError(f"Unknown config section '{section}' in {path}; expected one of "
+                             f"{sorted(_CONFIG_SECTIONS)}. Received: section={section!r}")
+        if not isinstance(values, dict):
+            raise ValueError(f"Config section '{section}' in {path} must be a mapping of "
+                             f"argument names to values. Received: {section}={values!r}")
+        allowed = _allowed_keys(section, values)
+        for key in values:
+            if key not in allowed:
+                raise ValueError(
+                    f"Unknown key '{key}' in section '{section}' of {path}; it maps onto "
+                    f"{_CONFIG_SECTIONS[section]}, whose arguments are {sorted(allowed)}. "
+                    f"Received: {section}.{key}={values[key]!r}"
+                )
+    return {section: dict(config.get(section) or {}) for section in _CONFIG_SECTIONS}
+
+
+def _allowed_keys(section: str, values: dict) -> set[str]:
+    import tltf
+    from tltf import export, train
+
+    if section == "data":
+        functions = [tltf.load_tfds] if "name" in values else [tltf.load_image_folder]
+    else:
+        functions = [{"model": tltf.build_classifier, "train": train.fine_tune,
+                      "export": export.export_tflite}[section]]
+    keys = set()
+    for f in functions:
+        keys |= {p.name for p in inspect.signature(f).parameters.values()
+                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return keys - _DERIVED.get(section, set())
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _load_data(data_args: dict):
+    """Returns (train, val or None, test or None) from a folder or a TFDS name."""
+    import tltf
+
+    data_args = dict(data_args)
+    if "name" in data_args:
+        data_args.setdefault("split", ["train[:80%]", "train[80%:]"])
+        loaded = tltf.load_tfds(**data_args)
+    else:
+        path = Path(data_args.get("path", ""))
+        if not path.is_dir():
+            raise FileNotFoundError(f"Data folder not found: {path}. Give a folder with one "
+                                    f"subfolder per class. Received: data={str(path)!r}")
+        if any((path / s).is_dir() for s in ("train", "validation", "val", "valid", "test")):
+            data_args.pop("validation_split", None)  # the folder is already split
+        loaded = tltf.load_image_folder(**data_args)
+    parts = list(loaded) if isinstance(loaded, tuple) else [loaded]
+    return parts[0], (parts[1] if len(parts) > 1 else None), (parts[2] if len(parts) > 2 else None)
+
+
+def _data_args(source: str, image_size, extra: dict) -> dict:
+    args = dict(extra)
+    if source:
+        for key in ("path", "name"):
+            args.pop(key, None)
+        if source.startswith("tfds:"):
+            args["name"] = source[len("tfds:"):]
+        elif os.path.exists(source) or os.sep in source or "/" in source:
+            args["path"] = source
+        else:
+            args["name"] = source  # a bare name is a TFDS data set
+    if image_size is not None:
+        args["image_size"] = image_size
+    return args
+
+
+def _load_model(path: str):
+    import keras
+
+    import tltf.evaluate  # noqa: F401  (registers TemperatureScaling for loading)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: {path}. Give a .keras file written by "
+                                f"`tltf train` or `model.save`. Received: model={str(path)!r}")
+    return keras.saving.load_model(path)
+
+
+def _image_size_of(model) -> tuple[int, int]:
+    return tuple(int(d) for d in model.inputs[0].shape[1:3])
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_backbones(args) -> int:
+    from tltf.backbones import get_backbone, list_backbones
+
+    names = list_backbones(args.pattern)
+    if not names:
+        raise UserError(f"No backbone matches '{args.pattern}'; run `tltf backbones` to list "
+                        f"them all. Received: pattern={args.pattern!r}")
+    _say(f"{'name':<36} {'size':>5} {'features':>8}  {'pretrained sizes':<26} preprocessing")
+    for name in names:
+        s = get_backbone(name)
+        sizes = ",".join(map(str, s.pretrained_sizes)) if s.pretrained_sizes else f">={s.min_size}"
+        _say(f"{name:<36} {s.default_size:>5} {s.feature_dim:>8}  {sizes:<26} {s.preprocessing}")
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    from tltf.data import audit
+
+    result = audit(args.data)
+    _say(str(result))
+    if args.json:
+        _write_json(Path(args.json), result.to_dict() if hasattr(result, "to_dict") else result)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import yaml
+
+    import tltf
+    from tltf.evaluate import evaluate
+    from tltf.train import fine_tune
+
+    out = Path(args.out)
+    saved_config = out / "config.yaml"
+    if args.resume and not args.config and not args.data:
+        if not saved_config.is_file():
+            raise UserError(f"Cannot resume: {saved_config} does not exist; start the run "
+                            f"without --resume. Received: out={str(out)!r}")
+        args.config = str(saved_config)
+    config = load_config(args.config) if args.config else {s: {} for s in _CONFIG_SECTIONS}
+    data_cfg = _data_args(args.data, args.image_size, config["data"])
+    if "path" not in data_cfg and "name" not in data_cfg:
+        raise UserError("No data given: pass --data FOLDER (or tfds:NAME), or set `data.path` "
+                        "in the config. Received: data=None")
+    if "name" not in data_cfg:
+        data_cfg.setdefault("validation_split", args.validation_split)
+    data_cfg.setdefault("seed", args.seed)
+    model_cfg = dict(config["model"])
+    for key, value in (("backbone", args.backbone), ("weights", args.weights)):
+        if value is not None:
+            model_cfg[key] = None if value == "none" else value
+    model_cfg.setdefault("backbone", "mobilenet_v2")
+    train_cfg = dict(config["train"])
+    for key in ("head_epochs", "finetune_epochs", "batch_size", "unfreeze"):
+        if getattr(args, key) is not None:
+            train_cfg[key] = getattr(args, key)
+    train_cfg.setdefault("seed", args.seed)
+    export_cfg = dict(config["export"])
+    if args.tflite:
+        export_cfg["quantization"] = args.tflite
+    out.mkdir(parents=True, exist_ok=True)
+    saved_config.write_text(yaml.safe_dump(
+        {"data": data_cfg, "model": model_cfg, "train": train_cfg, "export": export_cfg},
+        sort_keys=False))
+
+    _say(f"loading data from {data_cfg.get('path') or 'tfds:' + data_cfg['name']}")
+    train, val, test = _load_data(data_cfg)
+    _say(f"{len(train)} training images in {train.num_classes} classes {train.class_names}"
+         + (f", {len(val)} validation images" if val is not None else ""))
+    if "image_size" in data_cfg:
+        model_cfg.setdefault("image_size", data_cfg["image_size"])
+    model = tltf.build_classifier(num_classes=train.num_classes, class_names=train.class_names,
+                                  **model_cfg)
+    result = fine_tune(model, train, val, directory=out, resume=args.resume,
+                       verbose=1, **train_cfg)
+    model = result.model
+    model.save(out / "model.keras")
+    _write_json(out / "history.json", result.history)
+    _say(f"saved {out / 'model.keras'}")
+
+    eval_data = test if test is not None else val
+    if eval_data is not None:
+        report = evaluate(model, eval_data, history=result.history,
+                          batch_size=train_cfg.get("batch_size", 32), verbose=1)
+        page = report.save(out / "report")
+        _say(report.summary())
+        _say(f"report: {page}")
+    if export_cfg:
+        from tltf.export import export_tflite
+
+        rep = train if export_cfg.get("quantization") == "int8" else None
+        exported = export_tflite(model, out / "model.tflite", representative_data=rep,
+                                 **export_cfg)
+        _say(f"exported {exported.path} ({exported.size_bytes / 1e6:.2f} MB, "
+             f"{exported.quantization})")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from tltf.evaluate import evaluate
+
+    model = _load_model(args.model)
+    names = _head_names(model)
+    path = Path(args.data)
+    if not path.is_dir():
+        raise FileNotFoundError(f"Data folder not found: {path}. Received: data={str(path)!r}")
+    loaded = __import__("tltf").load_image_folder(path, image_size=_image_size_of(model),
+                                                 class_names=names)
+    data = loaded[-1] if isinstance(loaded, tuple) else loaded
+    report = evaluate(model, data, batch_size=args.batch_size, verbose=1)
+    _say(report.summary())
+    if args.out:
+        _say(f"report: {report.save(args.out)}")
+    return 0
+
+
+def _head_names(model):
+    try:
+        from tltf.models import head_of
+
+        return head_of(model).class_names
+    except ValueError:
+        return None
+
+
+def _cmd_predict(args) -> int:
+    from tltf.evaluate import predict
+
+    model = _load_model(args.model)
+    results = predict(model, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    if args.json:
+        _say(json.dumps([{"file": r.file, "labels": r.labels, "scores": r.scores}
+                         for r in results], indent=2))
+    else:
+        for r in results:
+            guesses = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores))
+            _say(f"{r.file}\t{guesses}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    import tltf
+    from tltf.export import export_tflite
+
+    model = _load_model(args.model)
+    size = _image_size_of(model)
+    names = _head_names(model)
+
+    def folder(path):
+        if path is None:
+            return None
+        loaded = tltf.load_image_folder(path, image_size=size, class_names=names)
+        return loaded[0] if isinstance(loaded, tuple) else loaded
+
+    result = export_tflite(model, args.output, quantization=args.quantization,
+                           representative_data=folder(args.representative_data),
+                           validation_data=folder(args.verify_data),
+                           verify=args.verify_data is not None,
+                           max_accuracy_drop=args.max_accuracy_drop)
+    _say(f"exported {result.path} ({result.size_bytes / 1e6:.2f} MB, {result.quantization}, "
+         f"input {result.input_dtype})")
+    if result.report is not None:
+        _say(str(result.report))
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from tltf.tune import search
+
+    data_cfg = _data_args(args.data, args.image_size, {})
+    data_cfg["validation_split"] = args.validation_split
+    data_cfg["seed"] = args.seed
+    train, val, _ = _load_data(data_cfg)
+    if val is None:
+        raise UserError("Tuning needs validation data: use a folder with a validation split "
+                        "or --validation-split. Received: validation=None")
+    out = Path(args.out)
+    result = search(train, val, backbone=args.backbone, tuner=args.tuner,
+                    max_trials=args.max_trials, directory=out, head_epochs=args.head_epochs,
+                    finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
+                    image_size=args.image_size, seed=args.seed,
+                    weights=None if args.weights == "none" else args.weights)
+    _write_json(out / "best_hyperparameters.json", result.best_hyperparameters)
+    _write_json(out / "trials.json", result.trials)
+    if result.best_model is not None:
+        result.best_model.save(out / "best_model.keras")
+        _say(f"saved {out / 'best_model.keras'}")
+    _say(f"best {result.objective}: {result.best_score}  {result.best_hyperparameters}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help="show full tracebacks and TensorFlow logs")
+    parser = argparse.ArgumentParser(
+        prog="tltf", description=_DESCRIPTION, epilog=_EPILOG, parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tltf {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    def command(name, help, example):
+        return sub.add_parser(name, help=help, description=help, parents=[common],
+                              epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("train", "fine-tune a backbone on a folder of images (or a TFDS data set)",
+                "tltf train --data photos/ --backbone efficientnet_b0 --out runs/1 --tflite int8\n"
+                "  tltf train --config run.yaml --out runs/2\n"
+                "  tltf train --out runs/1 --resume    # continue an interrupted run")
+    p.add_argument("--data", help="folder with one subfolder per class, or tfds:NAME")
+    p.add_argument("--config", help="YAML file with sections data/model/train/export whose keys "
+                                    "are the arguments of the public functions")
+    p.add_argument("--out", required=True, help="run folder to write (model.keras, history.json, "
+                                                "report/, config.yaml, checkpoints)")
+    p.add_argument("--backbone", help="registered backbone name (see `tltf backbones`) or "
+                                      "hub:HANDLE; default mobilenet_v2")
+    p.add_argument("--image-size", type=int, help="square input size in pixels")
+    p.add_argument("--weights", help="'imagenet' (default), 'none' or a weights file")
+    p.add_argument("--head-epochs", type=int, help="epochs of phase 1 (head only)")
+    p.add_argument("--finetune-epochs", type=int, help="epochs of phase 2 (top blocks unfrozen)")
+    p.add_argument("--unfreeze", help="what phase 2 unfreezes, e.g. top_blocks:2, fraction:0.3")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--validation-split", type=float, default=0.2,
+                   help="fraction held out for validation when the folder is not split "
+                        "(default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    p.add_argument("--tflite", nargs="?", const="float32", metavar="QUANTIZATION",
+                   help="also export model.tflite (float32, float16, dynamic or int8)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=_cmd_train)
+
+    p = command("evaluate", "measure a saved model on a labelled folder and write a report",
+                "tltf evaluate runs/1/model.keras photos_test/ --out runs/1/test-report")
+    p.add_argument("model", help="a .keras model file")
+    p.add_argument("data", help="folder with one subfolder per class (a split folder uses its "
+                                "last split: test, else validation)")
+    p.add_argument("--out", help="folder for report.html, report.json and the figures")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = command("predict", "label image files with a saved model",
+                "tltf predict runs/1/model.keras cat.jpg dog.jpg more_photos/ --top-k 3")
+    p.add_argument("model", help="a .keras model file")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=1, help="classes to show per image")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p.set_defaults(func=_cmd_predict)
+
+    p = command("export", "convert a saved model to .tflite (optionally quantized and verified)",
+                "tltf export runs/1/model.keras model.tflite --quantization int8 "
+                "--representative-data photos/ --verify-data photos_val/")
+    p.add_argument("model", help="a .keras model file")
+    p.add_argument("output", help="the .tflite file to write")
+    p.add_argument("--quantization", default="float32",
+                   help="float32 (default), float16, dynamic or int8")
+    p.add_argument("--representative-data", help="image folder for int8 calibration")
+    p.add_argument("--verify-data", help="labelled folder: compare the .tflite with Keras on it")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.01,
+                   help="fidelity gate for --verify-data (default 0.01)")
+    p.set_defaults(func=_cmd_export)
+
+    p = command("tune", "search fine-tuning settings with KerasTuner",
+                "tltf tune --data photos/ --backbone mobilenet_v2 --max-trials 8 --out runs/search")
+    p.add_argument("--data", required=True, help="folder with one subfolder per class, or tfds:NAME")
+    p.add_argument("--out", required=True, help="search folder (rerun to resume)")
+    p.add_argument("--backbone", default="mobilenet_v2")
+    p.add_argument("--tuner", default="bayesian", help="bayesian (default), random or hyperband")
+    p.add_argument("--max-trials", type=int, default=10)
+    p.add_argument("--head-epochs", type=int, default=3)
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--weights", default="imagenet", help="'imagenet' (default) or 'none'")
+    p.add_argument("--validation-split", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tune)
+
+    p = command("audit", "check an image folder: bad files, duplicates, class balance",
+                "tltf audit photos/")
+    p.add_argument("data", help="folder with one subfolder per class")
+    p.add_argument("--json", help="also write the findings to this JSON file")
+    p.set_defaults(func=_cmd_audit)
+
+    p = command("backbones", "list the registered backbones", 'tltf backbones "efficientnet*"')
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard")
+    p.set_defaults(func=_cmd_backbones)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tltf")
+    except Exception:  # not installed: running from a source tree
+        return "unknown"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        text = str(error.args[0])
+    return text or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `tltf` command line and returns its exit status.
+
+    Args:
+        argv: list of str or `None`. Arguments without the program name. Defaults to
+            `sys.argv[1:]`.
+
+    Returns:
+        0 on success, 1 on a user error (one line on stderr), 2 on a usage error.
+
+    Example:
+
+    >>> main(["backbones", "mobilenet_v2"])  # doctest: +ELLIPSIS
+    name ...
+    0
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("tltf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line unless --verbose
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            kind = "" if isinstance(error, (UserError, ValueError, TypeError, OSError,
+                                            LookupError)) else f"{type(error).__name__}: "
+            print(f"tltf: error: {kind}{_one_line(error)} (--verbose shows the traceback)",
+                  file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
