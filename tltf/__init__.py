@@ -9,4 +9,4 @@ __version__ = "0.1.0"
 from tltf.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone  # noqa: E402
 from tltf.models import build_classifier, compile_classifier  # noqa: E402
 from tltf.hub import HubLayer, hub_backbone  # noqa: E402
-from tltf.data import ImageDataset, load_arrays, load_csv, load_image_folder, load_tfds  # noqa: E402
+from tltf.data import ImageDataset, audit, load_arrays, load_csv, load_image_folder, load_tfds  # noqa: E402

@@ -4,7 +4,7 @@ Every loader returns an `ImageDataset`: the class names in a fixed order (sorted
 names, or as given), per-class counts, the file list when there is one, the files left out
 with the reason, and a `tf.data.Dataset` of (uint8 image, int32 label) at `image_size`.
 `ImageDataset.prepare` turns it into batches. The folder loader lives here; the others in
-`tltf.sources` (re-exported here).
+`tltf.sources` and `audit` in `tltf.audit` (all re-exported here).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tltf.audit import AuditReport, audit
 from tltf.dataset import (
     ImageDataset,
     _check_resize,
@@ -27,7 +28,15 @@ from tltf.dataset import (
 from tltf.decode import list_image_files
 from tltf.sources import load_arrays, load_csv, load_tfds
 
-__all__ = ["ImageDataset", "load_arrays", "load_csv", "load_image_folder", "load_tfds"]
+__all__ = [
+    "AuditReport",
+    "ImageDataset",
+    "audit",
+    "load_arrays",
+    "load_csv",
+    "load_image_folder",
+    "load_tfds",
+]
 
 _SPLIT_NAMES = {
     "train": ("train", "training"),

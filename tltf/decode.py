@@ -181,7 +181,7 @@ def _check_one(path: str) -> FileCheck:
     except UnidentifiedImageError:
         return FileCheck(path, False, "not an image (content is no known image format)", sha1=sha1)
     except Exception as e:  # Pillow raises many types on garbage headers
-        return FileCheck(path, False, f"corrupt header: {e}", sha1=sha1)
+        return FileCheck(path, False, f"corrupt or truncated header: {e}", sha1=sha1)
     fmt, mode = image.format or "", image.mode
     width, height = image.size
     if fmt not in _FORMAT_EXTENSIONS:

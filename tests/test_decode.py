@@ -1,0 +1,154 @@
+"""Validation pass and decoding: every format right, bad files named, the cache honest."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from image_cases import BAD, GOOD, IGNORED, H, W, make_odd_folder, rotated_source
+from PIL import Image, ImageOps
+
+from tltf import decode
+from tltf.decode import (
+    check_files,
+    decode_image_file,
+    default_cache_dir,
+    list_image_files,
+    resize_image,
+)
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    return make_odd_folder(tmp_path_factory.mktemp("odd"))
+
+
+@pytest.fixture(scope="module")
+def checks(odd, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    files = list_image_files(odd)
+    return cache, {os.path.relpath(c.path, odd): c for c in check_files(files, cache_dir=cache)}
+
+
+def test_list_image_files_ignores_non_images(odd):
+    found = {os.path.relpath(p, odd) for p in list_image_files(odd)}
+    assert found == set(GOOD) | set(BAD)
+    assert not found & set(IGNORED)
+
+
+def test_list_image_files_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        list_image_files(tmp_path / "nope")
+
+
+def test_bad_files_found_with_reasons(checks):
+    _, by_name = checks
+    assert {n for n, c in by_name.items() if not c.ok} == set(BAD)
+    for name, word in BAD.items():
+        assert word in by_name[name].reason, (name, by_name[name].reason)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_every_format_decodes_like_pillow(checks, odd, name):
+    _, by_name = checks
+    check = by_name[name]
+    assert check.ok, check.reason
+    image = decode_image_file(tf.constant(check.decoded_path)).numpy()
+    with Image.open(odd / name) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode == "I;16":
+            expected = np.repeat((np.asarray(im) // 257).astype(np.uint8)[..., None], 3, -1)
+        else:
+            expected = np.asarray(im.convert("RGB"))
+    assert image.dtype == np.uint8 and image.shape == expected.shape
+    # JPEG decoders differ by a few levels (CMYK, chroma upsampling); other formats match
+    tolerance = 12 if check.format == "JPEG" else 1
+    assert np.abs(image.astype(int) - expected.astype(int)).max() <= tolerance
+
+
+def test_exif_rotation_is_honoured(checks):
+    _, by_name = checks
+    check = by_name["dogs/rotated.jpg"]
+    assert check.orientation == 6 and check.upright_size == (W, H)
+    image = decode_image_file(tf.constant(check.decoded_path)).numpy()
+    assert image.shape == (W, H, 3)  # tall, as the phone meant it
+    assert image[: W // 2 - 2].mean() > 200 and image[W // 2 + 2 :].mean() < 50  # white on top
+    assert rotated_source()[:, : W // 2].mean() == 255  # stored: white on the left
+
+
+def test_only_odd_files_are_reencoded(checks):
+    _, by_name = checks
+    reencoded = {n for n, c in by_name.items() if c.ok and c.decoded_path != c.path}
+    assert reencoded == {"dogs/rotated.jpg", "dogs/palette.bmp"}
+
+
+def test_extension_mismatch_flagged(checks):
+    _, by_name = checks
+    assert by_name["dogs/png named as.jpg"].extension_mismatch
+    assert not by_name["cats/baseline.jpg"].extension_mismatch
+
+
+def test_cache_reused_and_invalidated(odd, checks, monkeypatch):
+    cache, by_name = checks
+    entries = json.loads((cache / "file-checks.json").read_text())["files"]
+    assert len(entries) == len(by_name)
+    calls = []
+    original = decode._check_one
+    monkeypatch.setattr(decode, "_check_one", lambda p: calls.append(p) or original(p))
+    files = list_image_files(odd)
+    check_files(files, cache_dir=cache)
+    assert calls == []  # nothing re-read
+    target = odd / "cats/gray.png"
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    check_files(files, cache_dir=cache)
+    assert calls == [str(target)]
+
+
+def test_check_files_bad_workers(tmp_path):
+    with pytest.raises(ValueError, match="workers"):
+        check_files([], cache_dir=tmp_path, workers=0)
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "tltf"
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop", "pad"])
+def test_resize_modes(mode):
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[:, 10:30] = 200  # a centred bright square
+    out = resize_image(tf.constant(image), (10, 10), mode).numpy()
+    assert out.shape == (10, 10, 3) and out.dtype == np.uint8
+    if mode == "crop":
+        assert out.min() >= 190  # only the centre square survives
+    elif mode == "pad":
+        assert out[:2].max() == 0 and out[-2:].max() == 0  # black bars top and bottom
+        assert out[4:6, 4:6].min() >= 190
+    else:
+        assert out[:, :2].max() < 20 and out[:, 4:6].min() >= 190  # squeezed horizontally
+
+
+def test_resize_is_antialiased():
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2] = 255
+    out = resize_image(tf.constant(stripes), (8, 8)).numpy()
+    assert np.abs(out.astype(int) - 128).max() <= 8  # averaged, not aliased to 0 or 255
+
+
+def test_resize_bad_mode():
+    with pytest.raises(ValueError, match="Expected `resize` to be one of"):
+        resize_image(tf.zeros((4, 4, 3)), (2, 2), "squash")
+
+
+def test_jpeg_decoded_at_reduced_scale(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.full((256, 320, 3), 90, np.uint8)).save(path)
+    (check,) = check_files([path], cache_dir=tmp_path / "c")
+    assert decode._decode_ratio(check, (64, 64), "stretch") == 4
+    assert decode._decode_ratio(check, (64, 64), "pad") == 4
+    assert decode._decode_ratio(check, (200, 200), "crop") == 1
+    small = decode_image_file(tf.constant(str(path)), 4).numpy()
+    assert small.shape == (64, 80, 3) and abs(int(small.mean()) - 90) <= 2
