@@ -7,7 +7,7 @@ the result the test reads.
 
     python tests/_worker.py mirrored
     python tests/_worker.py multiworker <backup_dir> <epochs>   # TF_CONFIG in the environment
-    python tests/_worker.py repro <seed>
+    python tests/_worker.py repro <seed> [<seed> ...]
 """
 
 import json
@@ -155,18 +155,32 @@ def run_multiworker(backup_dir: str, epochs: int) -> None:
     emit(event="done", epochs_run=len(history.history["loss"]), loss=history.history["loss"])
 
 
-def run_repro(seed: int) -> None:
-    import keras
-
+def seeded_fine_tune(seed: int) -> dict:
+    """One short seeded `fine_tune` (both phases) on a fresh model; returns its history."""
     from tltf import runtime
+    from tltf.train import fine_tune
 
     runtime.set_seed(seed, deterministic=True)
-    x, y = images_and_labels(96, seed=1)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(96, seed=seed).batch(16)
-    model = classifier()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    history = model.fit(data, epochs=3, verbose=0)
-    emit(loss=[float(v) for v in history.history["loss"]])
+    x, y = images_and_labels(64, seed=1)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=seed).batch(16)
+    val = tf.data.Dataset.from_tensor_slices(images_and_labels(32, seed=2)).batch(16)
+    result = fine_tune(
+        classifier(),
+        train,
+        val,
+        head_epochs=2,
+        finetune_epochs=2,
+        unfreeze="all",
+        early_stopping=False,
+        seed=seed,
+        verbose=0,
+    )
+    return {k: v for k, v in result.history.items() if k != "time"}
+
+
+def run_repro(seeds: list[int]) -> None:
+    # Several runs in one process, each seeded anew: op determinism, once on, stays on.
+    emit(histories=[seeded_fine_tune(seed) for seed in seeds])
 
 
 if __name__ == "__main__":
@@ -176,6 +190,6 @@ if __name__ == "__main__":
     elif mode == "multiworker":
         run_multiworker(sys.argv[2], int(sys.argv[3]))
     elif mode == "repro":
-        run_repro(int(sys.argv[2]))
+        run_repro([int(seed) for seed in sys.argv[2:]])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -469,7 +469,23 @@ def rebuild_with_policy(
         with strategy.scope():
             rebuilt = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
             rebuilt.set_weights(model.get_weights())
+    _copy_trainable(model, rebuilt)
     return rebuilt
+
+
+def _copy_trainable(source: keras.Model, target: keras.Model) -> None:
+    """Copies every `trainable` flag, parents first (setting a parent's flag sets its children).
+
+    Layer configs carry `trainable`, but a nested model (the backbone) loses its own flag when
+    cloned, which would unfreeze a frozen backbone.
+    """
+    pairs = zip(
+        source._flatten_layers(include_self=True, recursive=True),
+        target._flatten_layers(include_self=True, recursive=True),
+        strict=True,
+    )
+    for before, after in pairs:
+        after.trainable = before.trainable
 
 
 def _created_in(model: keras.Model, strategy: tf.distribute.Strategy) -> bool:
