@@ -293,6 +293,7 @@ def export_best(
                 )
             reports.append(report)
         within = [r for r in reports if r.accuracy_drop <= max_accuracy_drop + 1e-12]
+        # The smallest; on a tie, the first listed (the less quantized one, by convention).
         chosen = min(within, key=lambda r: r.file_size_bytes).name if within else None
         json_path = path.with_suffix(".comparison.json")
         md_path = path.with_suffix(".comparison.md")
@@ -308,6 +309,7 @@ def export_best(
                 shutil.copyfile(Path(tmp) / f"{path.stem}.{mode}.tflite",
                                 path.with_suffix(f".{mode}.tflite"))
         os.replace(Path(tmp) / f"{path.stem}.{chosen}.tflite", path)
+        os.replace(Path(tmp) / "labels.txt", path.parent / "labels.txt")
     kept = results[chosen]
     report = next(r for r in reports if r.name == chosen)
     report.path = str(path)
@@ -317,7 +319,7 @@ def export_best(
     write_comparison(reports, json_path, md_path, chosen=chosen, budget=max_accuracy_drop)
     return ExportResult(path=path, quantization=chosen, size_bytes=path.stat().st_size,
                         input_dtype=kept.input_dtype, output_dtype=kept.output_dtype,
-                        labels_path=kept.labels_path and path.parent / "labels.txt",
+                        labels_path=path.parent / "labels.txt",
                         has_metadata=kept.has_metadata, report=report, comparison=reports,
                         comparison_paths=(json_path, md_path))
 
