@@ -327,3 +327,13 @@ def test_load_tfds_bad_key():
 
     with tfds.testing.mock_data(num_examples=2), pytest.raises(ValueError, match="image_key"):
         load_tfds("mnist", image_key="label")
+
+
+def test_file_broken_after_validation_does_not_kill_the_epoch(tmp_path):
+    _folder(tmp_path, {"a": 3, "b": 3})
+    data = load_image_folder(tmp_path, image_size=8, cache_dir=tmp_path / ".c")
+    (tmp_path / "b" / "1.png").write_bytes(b"garbage written after the check")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        labels = np.concatenate([y for _, y in data.prepare(training=False, batch_size=4)])
+    assert labels.tolist() == [0, 0, 0, 1, 1]  # the broken file is dropped, the rest trains
