@@ -30,6 +30,17 @@ class ImageDataset:
     Built by `load_image_folder`, `load_tfds`, `load_arrays` or `load_csv`; not usually
     constructed by hand.
 
+    Args:
+        records: `tf.data.Dataset` of undecoded elements (e.g. file path, label, JPEG scale).
+        decode: function mapping one element of `records` to (uint8 image, int32 label).
+        class_names: class names, index = label.
+        labels: int array, one label per element of `records`, in order.
+        image_size: (height, width) of the decoded images.
+        files: source files in order, or `None`. Defaults to `None`.
+        skipped: (path, reason) of the files left out. Defaults to `()`.
+        image_bytes: bytes of one decoded image, to size shuffle buffers. Defaults to
+            height * width * 3.
+
     Attributes:
         dataset: `tf.data.Dataset` of unbatched (uint8 image (H, W, 3), int32 label) pairs,
             in a fixed order.
@@ -143,7 +154,9 @@ class ImageDataset:
                 augmentation; `False` keeps the dataset order.
             batch_size: int. Defaults to `32`.
             cache: `"memory"`, a file path prefix (`tf.data` cache files, for data sets
-                larger than memory), or `None` (decode every epoch). Defaults to `"memory"`.
+                larger than memory; use one prefix per data set and image size, since an
+                existing complete cache is read back as it is), or `None` (decode every
+                epoch). Defaults to `"memory"`.
             augment: a policy name, list of ops or layer (see
                 `tltf.augment.augmentation_layers`), applied in `tf.data`. Only with
                 `training=True`. Defaults to `None`.
