@@ -316,7 +316,8 @@ def _register_keras_applications() -> None:
         for alpha, minimalistic, suffix in ((1.0, False, ""), (0.75, False, "_075"),
                                             (1.0, True, "_minimalistic")):
             _add(f"mobilenet_v3_{variant}{suffix}", cls_name, alpha=alpha,
-                 minimalistic=minimalistic, size=224, feature_dim=width, preprocessing="none",
+                 minimalistic=minimalistic, size=224, feature_dim=int(width * alpha),
+                 preprocessing="none",
                  blocks=blocks, family="mobilenet_v3",
                  aliases=(f"mobilenetv3{variant}",) if suffix == "" else ())
 
