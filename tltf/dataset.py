@@ -237,11 +237,12 @@ class ImageDataset:
                 if one_hot
                 else tf.cast(labels, tf.int32)
             )
-            return tf.cast(images, tf.float32), labels
+            images = tf.cast(images, tf.float32)
+            if augmenter is not None:  # one map: no extra hand-over between tf.data stages
+                return augmenter(images, labels)
+            return images, labels
 
         ds = ds.map(to_model_inputs, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
-        if augmenter is not None:
-            ds = ds.map(augmenter, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
         options = tf.data.Options()
         options.deterministic = deterministic
         return ds.with_options(options).prefetch(_AUTOTUNE)
