@@ -139,7 +139,7 @@ def export_tflite(
     >>> import numpy as np, tempfile, os
     >>> from tltf import build_classifier
     >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
-    ...                          allow_other_size=True, class_names=["cat", "dog"])
+    ...                          class_names=["cat", "dog"])
     >>> path = os.path.join(tempfile.mkdtemp(), "model.tflite")
     >>> result = export_tflite(model, path, quantization="dynamic")
     >>> result.input_dtype, result.path.name
@@ -243,8 +243,7 @@ def export_best(
 
     >>> import numpy as np, tempfile, os
     >>> from tltf import build_classifier
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
-    ...                          allow_other_size=True)
+    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     >>> images = np.random.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     >>> labels = np.argmax(model.predict(images, verbose=0), -1)
     >>> path = os.path.join(tempfile.mkdtemp(), "model.tflite")
@@ -349,8 +348,7 @@ def export_saved_model(model: keras.Model, directory: str | os.PathLike, *,
 
     >>> import numpy as np, tempfile, os, tensorflow as tf
     >>> from tltf import build_classifier
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
-    ...                          allow_other_size=True)
+    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     >>> out = export_saved_model(model, os.path.join(tempfile.mkdtemp(), "serving"))
     >>> serve = tf.saved_model.load(str(out)).signatures["serving_default"]
     >>> serve(images=tf.zeros((1, 32, 32, 3)))["probabilities"].shape
@@ -390,7 +388,7 @@ def exportable_model(model: keras.Model) -> keras.Model:
 
     >>> from tltf import build_classifier
     >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
-    ...                          allow_other_size=True, dtype_policy="mixed_bfloat16")
+    ...                          dtype_policy="mixed_bfloat16")
     >>> exportable_model(model).get_layer("backbone").compute_dtype
     'float32'
     """

@@ -81,12 +81,14 @@ def write_metadata(
 
     Example:
 
-    >>> import keras, numpy as np, tensorflow as tf
-    >>> inputs = keras.Input((8, 8, 3))
-    >>> outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
-    >>> content = tf.lite.TFLiteConverter.from_keras_model(
-    ...     keras.Model(inputs, outputs)).convert()  # doctest: +SKIP
-    >>> read_metadata(write_metadata(content, ["cat", "dog"]))["labels"]  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> from tltf import build_classifier
+    >>> from tltf.export import export_tflite
+    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
+    >>> _ = export_tflite(model, path, metadata=False, class_names=["0", "1"])
+    >>> content = write_metadata(open(path, "rb").read(), ["cat", "dog"])
+    >>> read_metadata(content)["labels"]
     ['cat', 'dog']
     """
     import flatbuffers
@@ -165,7 +167,14 @@ def read_metadata(model_content: bytes) -> dict | None:
 
     Example:
 
-    >>> read_metadata(open("model.tflite", "rb").read())["labels"]  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> from tltf import build_classifier
+    >>> from tltf.export import export_tflite
+    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
+    ...                          class_names=["cat", "dog"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
+    >>> _ = export_tflite(model, path, metadata=True)
+    >>> read_metadata(open(path, "rb").read())["labels"]
     ['cat', 'dog']
     """
     metadata_fb, schema_fb, _ = _schema()

@@ -65,6 +65,14 @@ class VerificationReport:
     input_dtype: str = "float32"
     output_dtype: str = "float32"
 
+    def __str__(self) -> str:
+        accuracy = ("" if self.keras_accuracy is None else
+                    f", accuracy Keras {self.keras_accuracy:.2%} / TFLite "
+                    f"{self.tflite_accuracy:.2%} (drop {100 * self.accuracy_drop:+.2f} points)")
+        return (f"{self.name}: {self.num_samples} images, top-1 agreement "
+                f"{self.top1_agreement:.2%}, max prob diff {self.max_abs_diff:.2e}{accuracy}, "
+                f"{self.file_size_bytes / 1e6:.2f} MB, {self.median_latency_ms:.2f} ms/image")
+
     def to_dict(self) -> dict:
         """Returns the report as a JSON-serialisable dict."""
         return asdict(self)
@@ -158,12 +166,12 @@ def verify_tflite(
 
     >>> import numpy as np, tempfile, os
     >>> from tltf import build_classifier
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
-    ...                          allow_other_size=True)
+    >>> from tltf.export import export_tflite
+    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
-    >>> _ = export_tflite(model, path)  # doctest: +SKIP
+    >>> _ = export_tflite(model, path, class_names=["cat", "dog"])
     >>> images = np.random.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    >>> verify_tflite(path, model, (images, np.array([0, 1, 0, 1]))).top1_agreement  # doctest: +SKIP
+    >>> verify_tflite(path, model, (images, np.array([0, 1, 0, 1]))).top1_agreement
     1.0
     """
     path = Path(path)
