@@ -327,7 +327,7 @@ def _cmd_predict(args) -> int:
                          for r in results], indent=2))
     else:
         for r in results:
-            guesses = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores))
+            guesses = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores, strict=True))
             _say(f"{r.file}\t{guesses}")
     return 0
 

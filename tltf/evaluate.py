@@ -364,7 +364,7 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
 
     y_true, y_prob, heap, calibrated = [], [], [], _temperature_of(model)
     seen = 0
-    progbar = keras.utils.Progbar(None, unit_name="batch") if verbose else None
+    progbar = keras.utils.Progbar(_num_batches(batches), unit_name="batch") if verbose else None
     for step, (images, labels) in enumerate(batches):
         probs = _to_probabilities(model(images, training=False), head)
         if order is not None:
@@ -376,6 +376,8 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
         seen += len(labels)
         if progbar is not None:
             progbar.update(step + 1)
+    if progbar is not None and progbar.target is None and seen:
+        progbar.update(step + 1, finalize=True)
     if not seen:
         raise ValueError("`data` is empty: there is nothing to evaluate. Received: 0 examples")
     y_true = np.concatenate(y_true)
@@ -582,6 +584,13 @@ def _head_config(model) -> dict:
         return model.get_layer("head").get_config()
     except (ValueError, AttributeError):
         return {}
+
+
+def _num_batches(batches) -> int | None:
+    if isinstance(batches, tf.data.Dataset):
+        n = int(batches.cardinality())
+        return n if n >= 0 else None
+    return len(batches) if isinstance(batches, list) else None
 
 
 def _inference_model(model):
