@@ -282,7 +282,9 @@ def _cmd_train(args) -> int:
     if export_cfg:
         from tltf.export import export_tflite
 
-        rep = train if export_cfg.get("quantization") == "int8" else None
+        modes = export_cfg.get("quantization", "float32")
+        modes = [modes] if isinstance(modes, str) else list(modes)
+        rep = train if any(str(m).startswith("int8") for m in modes) else None
         exported = export_tflite(model, out / "model.tflite", representative_data=rep,
                                  **export_cfg)
         _say(f"exported {exported.path} ({exported.size_bytes / 1e6:.2f} MB, "
@@ -423,7 +425,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     p.add_argument("--tflite", nargs="?", const="float32", metavar="QUANTIZATION",
-                   help="also export model.tflite (float32, float16, dynamic or int8)")
+                   help="also export model.tflite (float32, float16, dynamic, int8 or int8_io)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=_cmd_train)
 
@@ -451,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras model file")
     p.add_argument("output", help="the .tflite file to write")
     p.add_argument("--quantization", default="float32",
-                   help="float32 (default), float16, dynamic or int8")
+                   help="float32 (default), float16, dynamic, int8 or int8_io")
     p.add_argument("--representative-data", help="image folder for int8 calibration")
     p.add_argument("--verify-data", help="labelled folder: compare the .tflite with Keras on it")
     p.add_argument("--max-accuracy-drop", type=float, default=0.01,
