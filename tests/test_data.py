@@ -187,8 +187,9 @@ def test_prepare_reshuffles_every_epoch_and_is_seeded(tmp_path, cache):
     first, second = epoch(ds), epoch(ds)
     assert sorted(first.tolist()) == list(range(24))
     assert not np.array_equal(first, second)  # a new order each epoch
+    other_file = str(tmp_path / "tfcache" / "again")
     again = data.prepare(
-        training=True, batch_size=8, cache=None if cache == "file" else cache, seed=3
+        training=True, batch_size=8, cache=other_file if cache == "file" else cache, seed=3
     )
     assert np.array_equal(epoch(again), first)  # same seed, same order
     if cache == "file":
@@ -337,3 +338,13 @@ def test_file_broken_after_validation_does_not_kill_the_epoch(tmp_path):
         warnings.simplefilter("ignore")
         labels = np.concatenate([y for _, y in data.prepare(training=False, batch_size=4)])
     assert labels.tolist() == [0, 0, 0, 1, 1]  # the broken file is dropped, the rest trains
+
+
+def test_cached_shuffle_mixes_classes_beyond_the_buffer(monkeypatch):
+    from tltf import dataset
+
+    monkeypatch.setattr(dataset, "_SHUFFLE_BYTES", 4 * 4 * 3 * 8)  # a buffer of 8 images
+    x = np.zeros((64, 4, 4, 3), np.uint8)
+    data = load_arrays(x, np.repeat([0, 1], 32))  # sorted by class, like a folder
+    _, labels = next(iter(data.prepare(training=True, batch_size=16, cache="memory", seed=0)))
+    assert 0 < int(np.sum(labels)) < 16  # both classes in the first batch

@@ -208,12 +208,14 @@ class ImageDataset:
             deterministic = seed is not None or not training
 
         ds = self._records
-        if shuffle and cache is None:  # shuffling file names is cheaper than shuffling images
-            ds = ds.shuffle(max(len(self), 1), seed=seed, reshuffle_each_iteration=True)
+        if shuffle:
+            # Shuffling file names is cheap. Without a cache this is the per-epoch shuffle;
+            # with one it mixes the (class-sorted) order once, so that the bounded buffer of
+            # decoded images after the cache never serves batches of a single class.
+            ds = ds.shuffle(max(len(self), 1), seed=seed, reshuffle_each_iteration=cache is None)
         ds = ds.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
-        ds = ds.ignore_errors(
-            log_warning=True
-        )  # last resort; check_files already left bad files out
+        # Last resort for a file broken after the validation pass: drop it, keep the epoch.
+        ds = ds.ignore_errors(log_warning=True)
         if cache is not None:
             if cache == "memory":
                 ds = ds.cache()
