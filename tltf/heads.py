@@ -35,7 +35,7 @@ class ClassificationHead(keras.layers.Layer):
 
     >>> import numpy as np
     >>> head = ClassificationHead(3, class_names=["cat", "dog", "fox"])
-    >>> head(np.random.rand(2, 16).astype("float32")).shape
+    >>> tuple(head(np.random.rand(2, 16).astype("float32")).shape)
     (2, 3)
     """
 
