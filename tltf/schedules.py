@@ -121,8 +121,13 @@ class DiscriminativeAdam(keras.optimizers.Adam):
         super().__init__(**kwargs)
         self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
 
+    def build(self, variables):
+        super().build(variables)
+        # update_step receives backend variables (no `.path`): look factors up by index.
+        self._factors = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
+
     def update_step(self, gradient, variable, learning_rate):
-        factor = self.lr_multipliers.get(variable.path, 1.0)
+        factor = self._factors[self._get_variable_index(variable)]
         if factor != 1.0:
             learning_rate = learning_rate * factor
         return super().update_step(gradient, variable, learning_rate)

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tltf import runtime
+from tltf._train_data import batched, cached_features, check_args, class_weight_of, num_batches
 from tltf.checkpoint import PhaseCheckpoint, RunState, load_arrays, save_arrays, write_text
 from tltf.freeze import freeze_backbone, parse_unfreeze
 from tltf.freeze import unfreeze as unfreeze_layers
-from tltf.models import backbone_of, compile_classifier, head_of, spec_of
+from tltf.models import backbone_of, compile_classifier, spec_of
 from tltf.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
 
 __all__ = ["FineTuneResult", "fine_tune"]
@@ -175,7 +175,7 @@ def fine_tune(
     result.history["phase"]  # [1, 2]
     ```
     """
-    _check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
+    check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
                 discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr)
     parse_unfreeze(unfreeze)
     if seed is not None:
@@ -195,9 +195,9 @@ def fine_tune(
             f"Received: cache_features={cache_features!r}"
         )
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
-    class_weight = _class_weight(class_weight, train)
-    train_ds = _batched(train, "train", training=True, batch_size=global_batch, seed=seed)
-    val_ds = None if val is None else _batched(val, "val", training=False,
+    class_weight = class_weight_of(class_weight, train)
+    train_ds = batched(train, "train", training=True, batch_size=global_batch, seed=seed)
+    val_ds = None if val is None else batched(val, "val", training=False,
                                                batch_size=global_batch, seed=seed)
     run = _Run(work, directory, resume, strategy, verbose, callbacks, early_stopping)
     fit_kwargs = dict(class_weight=class_weight, jit=jit, label_smoothing=label_smoothing)
@@ -206,7 +206,7 @@ def fine_tune(
         freeze_backbone(work)
         lr = _peak_lr(head_lr, HEAD_BASE_LR, global_batch)
         if cached:
-            head_model, tr, va, extract_time = _cached_features(work, train, train_ds, val_ds,
+            head_model, tr, va, extract_time = cached_features(work, train, train_ds, val_ds,
                                                                 global_batch, seed, verbose)
             run.fit_phase(1, head_model, tr, va, head_epochs, lr, None,
                           first_epoch_extra=extract_time, **fit_kwargs)
@@ -271,7 +271,7 @@ class _Run:
         state = self.state
         if state.phase != phase:
             state.phase, state.weights_file, state.wait = phase, None, 0
-        steps = _num_batches(train_ds)
+        steps = num_batches(train_ds)
         schedule = warmup_cosine(lr, steps * epochs)
         with self.strategy.scope():
             if multipliers:
@@ -311,6 +311,8 @@ class _Run:
                 path = self.ckpt_dir / "phase1.npz"
                 if path.exists() and state.epochs_done["2"] == 0:
                     self.model.set_weights(load_arrays(path))
+            return
+        if state.epochs_done[str(phase)] == 0:  # skipped: a resumed run may still do it
             return
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
@@ -427,69 +429,7 @@ def _current_lr(model) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data, features, learning rates.
-
-
-def _batched(data, name, *, training, batch_size, seed):
-    if hasattr(data, "prepare") and hasattr(data, "class_names"):
-        return data.prepare(training=training, batch_size=batch_size, seed=seed)
-    if not isinstance(data, tf.data.Dataset):
-        raise TypeError(
-            f"`{name}` must be a tltf.data.ImageDataset or a batched tf.data.Dataset of "
-            f"(images, labels). Received: {name}={type(data).__name__}"
-        )
-    spec = data.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4):
-        raise ValueError(
-            f"`{name}` must yield batches of (images, labels) with images of shape "
-            "(batch, height, width, 3); batch it with `.batch(batch_size)`. "
-            f"Received: {name}.element_spec={spec}"
-        )
-    return data
-
-
-def _num_batches(ds) -> int:
-    n = int(ds.cardinality())
-    if n == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(
-            "The training dataset is infinite (`.repeat()`); fine_tune counts epochs as full "
-            "passes over the data. Remove the `.repeat()`. Received: cardinality=infinite"
-        )
-    if n < 0:
-        n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
-    return max(n, 1)
-
-
-def _cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
-    """Features of the frozen backbone, computed once; a head model sharing the head layer."""
-    t0 = time.perf_counter()
-    head = head_of(model)
-    extractor = keras.Model(model.inputs, head.input)
-    source = _batched(train, "train", training=False, batch_size=batch_size, seed=seed) if hasattr(
-        train, "prepare") else train_ds
-    x, y = _features(extractor, source)
-    n = len(y)
-    if verbose not in (0, "0"):
-        print(f"Phase 1: cached backbone features of {n} training images "
-              f"({x.shape[1]} values each) in {time.perf_counter() - t0:.1f}s")
-    tr = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    va = None
-    if val_ds is not None:
-        vx, vy = _features(extractor, val_ds)
-        va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
-    head_model = keras.Sequential([keras.Input((x.shape[1],), dtype=x.dtype), head],
-                                  name=f"{model.name}_head")
-    return head_model, tr, va, time.perf_counter() - t0
-
-
-def _features(extractor, ds):
-    run = tf.function(lambda images: extractor(images, training=False))
-    xs, ys = [], []
-    for images, labels in ds:
-        xs.append(np.asarray(run(images)))
-        ys.append(np.asarray(labels))
-    return np.concatenate(xs), np.concatenate(ys)
+# Learning rates.
 
 
 def _peak_lr(option, base, global_batch) -> float:
@@ -514,56 +454,3 @@ def _lr_multipliers(model, how, factor):
             for variable in layer.trainable_weights:
                 multipliers[variable.path] = factor ** (depth + 1)
     return multipliers
-
-
-def _class_weight(option, train):
-    if option is None:
-        return None
-    if option == "balanced":
-        if not hasattr(train, "class_weight"):
-            raise ValueError(
-                "`class_weight='balanced'` needs class counts, which only a "
-                "tltf.data.ImageDataset has; pass a dict {class index: weight} instead. "
-                f"Received: class_weight={option!r}"
-            )
-        return train.class_weight()
-    if not isinstance(option, dict):
-        raise ValueError(
-            "`class_weight` must be None, 'balanced' or a dict {class index: weight}. "
-            f"Received: class_weight={option!r}"
-        )
-    return {int(k): float(v) for k, v in option.items()}
-
-
-def _check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
-                discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr):
-    for name, value in (("head_epochs", head_epochs), ("finetune_epochs", finetune_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be an int >= 0 (0 skips the phase). Received: {name}={value!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
-    for name, value in (("head_lr", head_lr), ("finetune_lr", finetune_lr)):
-        if value != "auto" and not (isinstance(value, (int, float)) and value > 0):
-            raise ValueError(
-                f"`{name}` must be 'auto' or a positive float. Received: {name}={value!r}")
-    if not isinstance(early_stopping, (bool, int)) or early_stopping < 0:
-        raise ValueError(
-            "`early_stopping` must be True, False or a patience in epochs (int >= 1). "
-            f"Received: early_stopping={early_stopping!r}")
-    if discriminative_lr is not None and not 0.0 < discriminative_lr <= 1.0:
-        raise ValueError(
-            "`discriminative_lr` must be None or a factor in (0, 1]. "
-            f"Received: discriminative_lr={discriminative_lr!r}")
-    if cache_features not in (True, False, "auto"):
-        raise ValueError(
-            "`cache_features` must be True, False or 'auto'. "
-            f"Received: cache_features={cache_features!r}")
-    if resume and directory is None:
-        raise ValueError(
-            "`resume=True` needs the `directory` of the run to continue. "
-            f"Received: directory={directory!r}")
-

@@ -1,0 +1,125 @@
+"""Data helpers of `fine_tune`: batching, counting steps, cached backbone features, argument checks."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tltf.models import head_of
+
+
+def batched(data, name, *, training, batch_size, seed):
+    if hasattr(data, "prepare") and hasattr(data, "class_names"):
+        return data.prepare(training=training, batch_size=batch_size, seed=seed)
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError(
+            f"`{name}` must be a tltf.data.ImageDataset or a batched tf.data.Dataset of "
+            f"(images, labels). Received: {name}={type(data).__name__}"
+        )
+    spec = data.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4):
+        raise ValueError(
+            f"`{name}` must yield batches of (images, labels) with images of shape "
+            "(batch, height, width, 3); batch it with `.batch(batch_size)`. "
+            f"Received: {name}.element_spec={spec}"
+        )
+    return data
+
+
+def num_batches(ds) -> int:
+    n = int(ds.cardinality())
+    if n == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "The training dataset is infinite (`.repeat()`); fine_tune counts epochs as full "
+            "passes over the data. Remove the `.repeat()`. Received: cardinality=infinite"
+        )
+    if n < 0:
+        n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
+    return max(n, 1)
+
+
+def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
+    """Features of the frozen backbone, computed once; a head model sharing the head layer."""
+    t0 = time.perf_counter()
+    head = head_of(model)
+    extractor = keras.Model(model.inputs, head.input)
+    source = batched(train, "train", training=False, batch_size=batch_size, seed=seed) if hasattr(
+        train, "prepare") else train_ds
+    x, y = features(extractor, source)
+    n = len(y)
+    if verbose not in (0, "0"):
+        print(f"Phase 1: cached backbone features of {n} training images "
+              f"({x.shape[1]} values each) in {time.perf_counter() - t0:.1f}s")
+    tr = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    va = None
+    if val_ds is not None:
+        vx, vy = features(extractor, val_ds)
+        va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
+    head_model = keras.Sequential([keras.Input((x.shape[1],), dtype=x.dtype), head],
+                                  name=f"{model.name}_head")
+    return head_model, tr, va, time.perf_counter() - t0
+
+
+def features(extractor, ds):
+    run = tf.function(lambda images: extractor(images, training=False))
+    xs, ys = [], []
+    for images, labels in ds:
+        xs.append(np.asarray(run(images)))
+        ys.append(np.asarray(labels))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def class_weight_of(option, train):
+    if option is None:
+        return None
+    if option == "balanced":
+        if not hasattr(train, "class_weight"):
+            raise ValueError(
+                "`class_weight='balanced'` needs class counts, which only a "
+                "tltf.data.ImageDataset has; pass a dict {class index: weight} instead. "
+                f"Received: class_weight={option!r}"
+            )
+        return train.class_weight()
+    if not isinstance(option, dict):
+        raise ValueError(
+            "`class_weight` must be None, 'balanced' or a dict {class index: weight}. "
+            f"Received: class_weight={option!r}"
+        )
+    return {int(k): float(v) for k, v in option.items()}
+
+
+def check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
+                discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr):
+    for name, value in (("head_epochs", head_epochs), ("finetune_epochs", finetune_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"`{name}` must be an int >= 0 (0 skips the phase). Received: {name}={value!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(
+            f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    for name, value in (("head_lr", head_lr), ("finetune_lr", finetune_lr)):
+        if value != "auto" and not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(
+                f"`{name}` must be 'auto' or a positive float. Received: {name}={value!r}")
+    if not isinstance(early_stopping, (bool, int)) or early_stopping < 0:
+        raise ValueError(
+            "`early_stopping` must be True, False or a patience in epochs (int >= 1). "
+            f"Received: early_stopping={early_stopping!r}")
+    if discriminative_lr is not None and not 0.0 < discriminative_lr <= 1.0:
+        raise ValueError(
+            "`discriminative_lr` must be None or a factor in (0, 1]. "
+            f"Received: discriminative_lr={discriminative_lr!r}")
+    if cache_features not in (True, False, "auto"):
+        raise ValueError(
+            "`cache_features` must be True, False or 'auto'. "
+            f"Received: cache_features={cache_features!r}")
+    if resume and directory is None:
+        raise ValueError(
+            "`resume=True` needs the `directory` of the run to continue. "
+            f"Received: directory={directory!r}")
