@@ -7,6 +7,7 @@ the result the test reads.
 
     python tests/_worker.py mirrored
     python tests/_worker.py multiworker <backup_dir> <epochs>   # TF_CONFIG in the environment
+    python tests/_worker.py multiworker_fine_tune <run_dir> <head_epochs> <finetune_epochs>
     python tests/_worker.py repro <seed> [<seed> ...]
 """
 
@@ -22,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 2
+CACHE = os.environ.get("TLTF_TEST_CACHE_FEATURES", "0") == "1"
 
 
 def emit(**record):
@@ -40,8 +42,8 @@ def images_and_labels(n: int, seed: int = 0):
     """Dark images are class 0, bright ones class 1: learnable in a few steps from scratch."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, NUM_CLASSES, n).astype("int32")
-    base = np.where(labels[:, None, None, None] == 1, 180.0, 60.0)
-    noise = rng.uniform(-40, 40, (n, IMAGE_SIZE, IMAGE_SIZE, 3))
+    base = np.where(labels[:, None, None, None] == 1, 200.0, 50.0)
+    noise = rng.uniform(-30, 30, (n, IMAGE_SIZE, IMAGE_SIZE, 3))
     return (base + noise).astype("float32"), labels
 
 
@@ -67,34 +69,47 @@ def classifier():
 
 def run_mirrored() -> None:
     configure_cpus(2)
-    import keras
-
     from tltf import runtime
+    from tltf.train import fine_tune
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    per_replica = 8
-    batch = runtime.global_batch_size(per_replica, strategy)
-    x, y = images_and_labels(64)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    x, y = images_and_labels(128)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(runtime.global_batch_size(8, strategy))
+    val = tf.data.Dataset.from_tensor_slices(images_and_labels(32, seed=2)).batch(16)
 
-    # Built outside the scope, as a user would: match_runtime rebuilds it in the scope.
+    # Built outside the scope, as a user would: fine_tune places it with match_runtime.
     model = classifier()
     placed = runtime.match_runtime(model, strategy=strategy)
-    with strategy.scope():
-        placed.compile(
-            optimizer=keras.optimizers.Adam(1e-2),
-            loss="sparse_categorical_crossentropy",
-            jit_compile=runtime.resolve_jit_compile("auto", strategy=strategy),
-        )
-    history = placed.fit(data, epochs=4, verbose=0)
     variable = placed.get_layer("head").predictions.kernel.value
+    before = [w.copy() for w in model.get_weights()]
+    result = fine_tune(
+        model,
+        train,
+        val,
+        head_epochs=2,
+        finetune_epochs=2,
+        unfreeze="all",
+        batch_size=8,
+        cache_features=CACHE,
+        head_lr=1e-2,
+        finetune_lr=1e-2,
+        early_stopping=False,
+        strategy=strategy,
+        seed=0,
+        verbose=0,
+    )
     emit(
         replicas=strategy.num_replicas_in_sync,
-        global_batch=batch,
+        global_batch=runtime.global_batch_size(8, strategy),
         rebuilt=placed is not model,
         mirrored_type=type(variable).__name__,
         devices=sorted({v.device for v in getattr(variable, "values", [variable])}),
-        loss=history.history["loss"],
+        phases=result.history["phase"],
+        loss=result.history["loss"],
+        val_accuracy=result.history["val_accuracy"],
+        weights_changed=any(
+            not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)
+        ),
     )
 
 
@@ -115,11 +130,10 @@ class _Progress:
         return Progress()
 
 
-def run_multiworker(backup_dir: str, epochs: int) -> None:
+def multiworker_setup():
+    """The strategy of this worker (TF_CONFIG) and its dataset, sharded by elements."""
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    import keras
-
     from tltf import runtime
 
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=30)
@@ -132,13 +146,24 @@ def run_multiworker(backup_dir: str, epochs: int) -> None:
         chief=runtime.is_chief(strategy),
         task=json.loads(os.environ["TF_CONFIG"])["task"],
     )
-    batch = runtime.global_batch_size(8, strategy)
-    x, y = images_and_labels(64)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     shard = tf.data.Options()
     shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    data = data.with_options(shard)
+    batch = runtime.global_batch_size(8, strategy)
 
+    def dataset(n, seed):
+        data = tf.data.Dataset.from_tensor_slices(images_and_labels(n, seed=seed))
+        return data.batch(batch).with_options(shard)
+
+    return strategy, dataset(64, 0), dataset(32, 2)
+
+
+def run_multiworker(backup_dir: str, epochs: int) -> None:
+    """Plain `fit` + `runtime.backup_and_restore`, the building blocks of fine_tune."""
+    import keras
+
+    from tltf import runtime
+
+    strategy, data, _ = multiworker_setup()
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = classifier()
@@ -153,6 +178,35 @@ def run_multiworker(backup_dir: str, epochs: int) -> None:
             ],
         )
     emit(event="done", epochs_run=len(history.history["loss"]), loss=history.history["loss"])
+
+
+def run_multiworker_fine_tune(run_dir: str, head_epochs: int, finetune_epochs: int) -> None:
+    """`fine_tune(..., strategy=, directory=, resume=)`; resumes when a checkpoint exists."""
+    import keras
+
+    from tltf.train import fine_tune
+
+    strategy, train, val = multiworker_setup()
+    resume = os.path.exists(os.path.join(run_dir, "checkpoints", "state.json"))
+    keras.utils.set_random_seed(0)
+    result = fine_tune(
+        classifier(),
+        train,
+        val,
+        head_epochs=head_epochs,
+        finetune_epochs=finetune_epochs,
+        unfreeze="all",
+        cache_features=False,
+        early_stopping=False,
+        head_lr=1e-2,
+        finetune_lr=1e-2,
+        directory=run_dir,
+        resume=resume,
+        strategy=strategy,
+        callbacks=[_Progress(pause=1.0)],
+        verbose=0,
+    )
+    emit(event="done", resumed=resume, phase=result.history["phase"], loss=result.history["loss"])
 
 
 def seeded_fine_tune(seed: int) -> dict:
@@ -189,6 +243,8 @@ if __name__ == "__main__":
         run_mirrored()
     elif mode == "multiworker":
         run_multiworker(sys.argv[2], int(sys.argv[3]))
+    elif mode == "multiworker_fine_tune":
+        run_multiworker_fine_tune(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif mode == "repro":
         run_repro([int(seed) for seed in sys.argv[2:]])
     else:

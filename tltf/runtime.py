@@ -197,6 +197,10 @@ def resolve_strategy(strategy: tf.distribute.Strategy | None = None) -> tf.distr
             whose `scope()` is open, else TensorFlow's default single-device strategy.
             Defaults to None.
 
+    A `MultiWorkerMirroredStrategy` is adapted once so that Keras 3's `fit` runs under it
+    (keras-team/keras#20585: Keras reduces the nested batch and scalar losses with calls the
+    strategy rejects; its `reduce` is wrapped to handle them, other calls are unchanged).
+
     Returns:
         A `tf.distribute.Strategy`. Build, compile and fit the model inside its `scope()`:
         variables created outside it cannot be mirrored (see `match_runtime`).
@@ -359,7 +363,8 @@ def backup_and_restore(
     the second writer). Here only the chief (see `is_chief`) writes the backup; the other
     workers restore from the chief's backup at the start of `fit`, so all of them resume
     from the same epoch (they still save to a private scratch directory at the same
-    moments, because saving runs collective ops every worker must join). `backup_dir` must be reachable by every worker (a shared file system).
+    moments, because saving runs collective ops every worker must join). `backup_dir` must
+    be reachable by every worker (a shared file system).
 
     Args:
         backup_dir: str or path. Directory of the backup; it is deleted when `fit` completes.
@@ -455,7 +460,8 @@ def rebuild_with_policy(
         )
     if not model.built:
         raise TypeError(
-            f"`model` must be built (call it once or give it an Input). Received: model={model.name}"
+            "`model` must be built (call it once or give it an Input). "
+            f"Received: model={model.name}"
         )
     strategy = resolve_strategy(strategy)
     with dtype_policy_scope(policy):
