@@ -23,6 +23,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from tltf import train as _train
 from tltf.backbones import get_backbone
 from tltf.models import build_classifier, compile_classifier, head_of
 
@@ -243,13 +244,13 @@ class TransferHyperModel(keras_tuner.HyperModel):
         t2 = time.perf_counter()
         callbacks = [probe, *(callbacks or [])]
         if k["unfreeze_blocks"]:
-            result = _fine_tune()(
+            result = _train.fine_tune(
                 model, train, val, head_epochs=0, finetune_epochs=max(1, finetune_epochs),
                 unfreeze=f"top_blocks:{k['unfreeze_blocks']}", finetune_lr=k["finetune_lr"],
                 callbacks=callbacks, **common)
         else:  # depth 0: the backbone stays frozen and the head trains on at finetune_lr,
             # on the full model (not cached features) so the tuner's checkpoint fits it
-            result = _fine_tune()(
+            result = _train.fine_tune(
                 model, train, val, head_epochs=max(1, finetune_epochs), finetune_epochs=0,
                 head_lr=k["finetune_lr"], cache_features=False, callbacks=callbacks, **common)
         info.update(phase2_seconds=time.perf_counter() - t2,
@@ -270,7 +271,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                     head.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
                 return {"head_reused": True, "head_dir": str(folder)}
         t1 = time.perf_counter()
-        _fine_tune()(model, train, val, head_epochs=self.head_epochs, finetune_epochs=0,
+        _train.fine_tune(model, train, val, head_epochs=self.head_epochs, finetune_epochs=0,
                          head_lr=k["head_lr"], **common)
         seconds = time.perf_counter() - t1
         if self.warm_start is None:
@@ -283,12 +284,6 @@ class TransferHyperModel(keras_tuner.HyperModel):
              "seconds": seconds}, default=str, indent=1))
         os.replace(partial, weights_file)  # atomic: a concurrent worker sees all or nothing
         return {"phase1_seconds": seconds, "head_dir": str(folder)}
-
-
-def _fine_tune():
-    from tltf import train  # looked up per call, so a test can wrap train.fine_tune
-
-    return train.fine_tune
 
 
 class _TrainableProbe(keras.callbacks.Callback):
@@ -491,7 +486,8 @@ def search(
         batch_size: int. Defaults to `32`.
         best_model: `"restore"`, `"retrain"` or `None`. How to produce the best model.
             Defaults to `"restore"`.
-        seed: int or `None`. Seed of the tuner and of training. Defaults to `0`.
+        seed: int or `None`. Seed of the tuner (the same seed proposes the same trials)
+            and of training. Defaults to `0`.
         callbacks: list of `keras.callbacks.Callback` or `None`. Passed to phase 2.
         verbose: int. 0 silent, 1 progress. Defaults to `1`.
         **space: knobs of `TransferHyperModel` (`unfreeze_blocks`, `finetune_lr`,
@@ -507,7 +503,7 @@ def search(
 
     Example:
 
-    >>> import numpy as np, tensorflow as tf
+    >>> import tempfile, numpy as np, tensorflow as tf
     >>> x = np.random.randint(0, 256, (8, 32, 32, 3)).astype("float32")
     >>> y = np.arange(8) % 2
     >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
@@ -537,9 +533,11 @@ def search(
         warm_start=project / "warm_start" if warm_start else None, seed=seed, **space)
     budget = ({"max_epochs": finetune_epochs, "factor": 3} if tuner == "hyperband"
               else {"max_trials": max_trials})
+    # KerasTuner reads seed=0 as "no seed" (`seed or random.randint(...)`): shift by one.
     the_tuner = _tuner_class(tuner)(
         hypermodel=hypermodel, objective=objective, directory=str(directory),
-        project_name=project_name, overwrite=overwrite, seed=seed, **budget)
+        project_name=project_name, overwrite=overwrite,
+        seed=None if seed is None else seed + 1, **budget)
     the_tuner.tltf_trials_run = []
     start = time.perf_counter()
     the_tuner.search(train_ds, val_ds, callbacks=list(callbacks or []), verbose=verbose,
@@ -629,6 +627,7 @@ def plot_search(result: SearchResult | list[dict], path: str | os.PathLike, *,
 
     Example:
 
+    >>> import tempfile
     >>> rows = [{"unfreeze_blocks": 2, "finetune_lr": 1e-4, "score": 0.9},
     ...         {"unfreeze_blocks": 5, "finetune_lr": 1e-5, "score": 0.8}]
     >>> plot_search(rows, tempfile.mkdtemp() + "/search.png")
