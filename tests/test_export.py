@@ -8,6 +8,7 @@ are confident and far from uniform: agreement numbers then mean something.
 from __future__ import annotations
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -99,6 +100,9 @@ def test_float32_matches_keras_on_random_inputs(model, tmp_path):
     assert report.keras_accuracy is None  # no labels given
     assert report.file_size_bytes == result.size_bytes == result.path.stat().st_size
     assert report.median_latency_ms > 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.path.stat().st_mode & 0o777 == 0o666 & ~umask  # not a private temp file
 
 
 @pytest.mark.parametrize(
@@ -163,11 +167,21 @@ def test_calibration_sources_and_sample_bound(model, calibration, tmp_path):
     # 12 samples need two batches of 8; a first peek checks the source is not empty.
     assert len(seen) <= 3
     dataset = load_arrays(x.astype("uint8"), y, class_names=CLASSES)
+    calls = []
+
+    class Recorder:  # an ImageDataset that records how it is prepared
+        class_names = dataset.class_names
+
+        def prepare(self, **kwargs):
+            calls.append(kwargs)
+            return dataset.prepare(**kwargs)
+
     tf_data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    for name, data in (("imagedataset", dataset), ("tfdata", tf_data)):
+    for name, data in (("imagedataset", Recorder()), ("tfdata", tf_data)):
         result = export_tflite(model, tmp_path / f"{name}.tflite", quantization="int8",
                                representative_data=data, num_calibration_samples=16)
         assert result.input_dtype == "float32"
+    assert calls and all(c["training"] is False and not c.get("augment") for c in calls)
 
 
 def test_metadata_read_back_and_labels_file(model, tmp_path):
@@ -343,6 +357,9 @@ def test_export_saved_model_serving_signature(model, validation, tmp_path):
         np.testing.assert_allclose(got, model.predict(images.astype("float32"), verbose=0),
                                    atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "serving").stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 @pytest.mark.parametrize(
@@ -389,3 +406,39 @@ def test_export_best_errors(model, validation, tmp_path):
     x, _ = validation
     with pytest.raises(ValueError, match="has no labels"):
         export_best(model, tmp_path / "m.tflite", x, quantizations=["float32"])
+
+
+def test_verify_report_contents_and_errors(model, validation, tmp_path):
+    x, y = validation
+    path = export_tflite(model, tmp_path / "m.tflite").path
+    report = verify_tflite(path, model, (x, y), name="float32", num_threads=1)
+    assert set(report.per_class_accuracy_change) <= set(CLASSES)
+    assert report.keras_accuracy == pytest.approx(
+        np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    assert report.accuracy_drop == pytest.approx(0.0, abs=1e-9)
+    assert "float32" in str(report) and "| float32 |" in report.to_markdown()
+    assert json.loads(json.dumps(report.to_dict()))["num_samples"] == len(x)
+    assert verify_tflite(path, model, (x, y), max_samples=5).num_samples == 5
+    with pytest.raises(FileNotFoundError, match="No .tflite file"):
+        verify_tflite(tmp_path / "missing.tflite", model, x)
+    with pytest.raises(ValueError, match="load the data at the model's image size"):
+        verify_tflite(path, model, np.zeros((2, 16, 16, 3), "float32"))
+    with pytest.raises(ValueError, match="yielded no images"):
+        verify_tflite(path, model, np.zeros((0, SIZE, SIZE, 3), "float32"))
+    with pytest.raises(TypeError, match="`data` must be an ImageDataset"):
+        verify_tflite(path, model, 42)
+    with pytest.raises(ValueError, match="`max_samples` must be a positive"):
+        verify_tflite(path, model, x, max_samples=0)
+
+
+def test_metadata_without_mediapipe(model, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mediapipe.tasks.metadata", None)  # import fails
+    with pytest.raises(ImportError, match=r"pip install tltf\[mediapipe\]"):
+        export_tflite(model, tmp_path / "m.tflite", metadata=True)
+    assert not (tmp_path / "m.tflite").exists()
+    with pytest.warns(UserWarning, match="without TFLite metadata"):
+        result = export_tflite(model, tmp_path / "m.tflite")
+    assert not result.has_metadata
+    assert result.labels_path.read_text().splitlines() == CLASSES

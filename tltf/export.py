@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -361,7 +362,8 @@ def export_saved_model(model: keras.Model, directory: str | os.PathLike, *,
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     graph = exportable_model(model)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    tmp = directory.parent / f".{directory.name}.{secrets.token_hex(6)}.tmp"
+    tmp.mkdir(mode=0o777)  # umask permissions, unlike mkdtemp's private 0700
     try:
         _write_saved_model(graph, tmp, input_dtype)
         tf.saved_model.load(str(tmp))  # refuse to replace a good export with an unloadable one
@@ -490,7 +492,9 @@ def _conversion_error(error, quantization, allow_select):
 
 
 def _atomic_write(path: Path, content: bytes, *, check=None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not mkstemp: its files are private (0600); this one gets the usual umask permissions.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)

@@ -139,7 +139,8 @@ def verify_tflite(
 
     Each image goes through the file alone (batch of one, as on a phone), so the median
     latency is that of one `invoke()` on this CPU. Raw pixels in [0, 255] are fed as the file
-    expects them: float32, uint8, or quantized int8 using the file's own scale.
+    expects them: float32, uint8, or quantized int8 using the file's own scale. When the file
+    takes uint8 bytes, the Keras model gets the same rounded pixels, so only the file differs.
 
     Args:
         path: str or path. The `.tflite` file (from `tltf.export_tflite`).
@@ -194,6 +195,9 @@ def verify_tflite(
                 "load the data at the model's image size. "
                 f"Received: data with images of shape {images.shape}"
             )
+        if np.dtype(inp["dtype"]) == np.uint8 and not inp["quantization"][0]:
+            # The file takes bytes: compare both on the same rounded pixels.
+            images = np.clip(np.round(images), 0, 255)
         keras_probs.append(np.asarray(model(images, training=False), dtype="float64"))
         for image in images:
             interpreter.set_tensor(inp["index"], _to_input(image[None], inp))
