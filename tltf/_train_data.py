@@ -30,6 +30,7 @@ def batched(data, name, *, training, batch_size, seed):
 
 
 def num_batches(ds) -> int:
+    """Batches per epoch of `ds` (counted by one pass if tf.data does not know)."""
     n = int(ds.cardinality())
     if n == tf.data.INFINITE_CARDINALITY:
         raise ValueError(
@@ -39,6 +40,13 @@ def num_batches(ds) -> int:
     if n < 0:
         n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
     return max(n, 1)
+
+
+def with_cardinality(ds):
+    """`ds` with a known cardinality, so its batches are counted at most once."""
+    if int(ds.cardinality()) >= 0:
+        return ds
+    return ds.apply(tf.data.experimental.assert_cardinality(num_batches(ds)))
 
 
 def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):

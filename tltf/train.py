@@ -24,14 +24,25 @@ import keras
 import tensorflow as tf
 
 from tltf import runtime
-from tltf._train_data import batched, cached_features, check_args, class_weight_of, num_batches
+from tltf._train_data import (
+    batched,
+    cached_features,
+    check_args,
+    class_weight_of,
+    num_batches,
+    with_cardinality,
+)
 from tltf.checkpoint import PhaseCheckpoint, RunState, load_arrays, save_arrays, write_text
 from tltf.freeze import freeze_backbone, parse_unfreeze
 from tltf.freeze import unfreeze as unfreeze_layers
 from tltf.models import backbone_of, compile_classifier, spec_of
 from tltf.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
 
-__all__ = ["FineTuneResult", "fine_tune"]
+# freeze_backbone and unfreeze (from tltf.freeze) are re-exported so that `tltf` imports the
+# whole training surface from here.
+__all__ = ["FineTuneResult", "fine_tune", "freeze_backbone", "unfreeze"]
+
+unfreeze = unfreeze_layers
 
 HEAD_BASE_LR = 1e-3
 FINETUNE_BASE_LR = 1e-4
@@ -199,6 +210,7 @@ def fine_tune(
     train_ds = batched(train, "train", training=True, batch_size=global_batch, seed=seed)
     val_ds = None if val is None else batched(val, "val", training=False,
                                                batch_size=global_batch, seed=seed)
+    train_ds = with_cardinality(train_ds)  # raises on an infinite dataset, counts at most once
     run = _Run(work, directory, resume, strategy, verbose, callbacks, early_stopping)
     fit_kwargs = dict(class_weight=class_weight, jit=jit, label_smoothing=label_smoothing)
 
@@ -256,6 +268,9 @@ class _Run:
             if self.writes:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 self.log_dir.mkdir(parents=True, exist_ok=True)
+                if not resume:  # a fresh run: a stale state must never be resumed later
+                    (self.ckpt_dir / "state.json").unlink(missing_ok=True)
+                    (self.ckpt_dir / "best.npz").unlink(missing_ok=True)
         self.state = state or RunState()
         if state is not None and state.best_epoch is not None and (self.ckpt_dir / "best.npz").exists():
             self.best_weights = load_arrays(self.ckpt_dir / "best.npz")
