@@ -80,9 +80,11 @@ def test_train_resume_and_config(run_dir, photos):
         "model:\n  backbone: mobilenet_v2_035\n  weights: null\n  dropout: 0.1\n"
         "train:\n  head_epochs: 1\n  finetune_epochs: 0\n  batch_size: 8\n")
     out = photos.parent / "run-config"
-    result = _tltf("train", "--config", config, "--out", out)
+    result = _tltf("train", "--config", config, "--out", out, "--calibrate")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model.keras").is_file()
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["calibration"]["temperature"] > 0
     assert json.loads((out / "history.json").read_text())["phase"] == [1]
 
 

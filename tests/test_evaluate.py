@@ -281,3 +281,31 @@ def test_history_from_keras_fit_and_records(tmp_path):
     assert (tmp_path / "training_curves.png").is_file()
     with pytest.raises(TypeError, match="history"):
         evaluate(model, _data(), history=3)
+
+
+@pytest.mark.slow
+def test_calibrated_model_exports_with_its_temperature(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tltf import build_classifier, export_tflite
+
+    model = build_classifier("mobilenet_v2_035", 2, image_size=32, weights=None,
+                             class_names=["a", "b"])
+    rng = np.random.default_rng(0)
+    dense = model.get_layer("head").predictions
+    dense.set_weights([rng.normal(0, 1, dense.kernel.shape).astype("float32"),
+                       np.array([1.5, -1.0], "float32")])
+    images = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    result = calibrate(model, (images, np.arange(16) % 2))
+    # Force a temperature far from 1 so the check below cannot pass by accident.
+    result.model.get_layer("temperature").temperature.assign(5.0)
+    export_tflite(result.model, tmp_path / "m.tflite")
+    interpreter = Interpreter(model_path=str(tmp_path / "m.tflite"))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.set_tensor(inp["index"], images[:1].astype(inp["dtype"]))
+    interpreter.invoke()
+    got = interpreter.get_tensor(out["index"])
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(result.model(images[:1])),
+                               atol=1e-5)
+    assert not np.allclose(got, keras.ops.convert_to_numpy(model(images[:1])), atol=1e-4)

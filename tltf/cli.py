@@ -268,6 +268,16 @@ def _cmd_train(args) -> int:
     result = fine_tune(model, train, val, directory=out, resume=args.resume,
                        verbose=1, **train_cfg)
     model = result.model
+    if args.calibrate:
+        if val is None:
+            raise UserError("--calibrate fits a temperature on validation data, but there is "
+                            "none; set --validation-split. Received: validation=None")
+        from tltf.evaluate import calibrate
+
+        calibration = calibrate(model, val, batch_size=train_cfg.get("batch_size", 32))
+        model = calibration.model
+        _say(f"calibrated: temperature {calibration.temperature:.3f}, validation ECE "
+             f"{calibration.ece_before:.4f} -> {calibration.ece_after:.4f}")
     model.save(out / "model.keras")
     _write_json(out / "history.json", result.history)
     _say(f"saved {out / 'model.keras'}")
@@ -426,6 +436,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     p.add_argument("--tflite", nargs="?", const="float32", metavar="QUANTIZATION",
                    help="also export model.tflite (float32, float16, dynamic, int8 or int8_io)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a softmax temperature on the validation data; the saved model, "
+                        "the report and the .tflite use it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=_cmd_train)
 
