@@ -198,15 +198,6 @@ def test_multi_worker_fit_survives_sigkill_of_one_worker(tmp_path):
     assert not (tmp_path / "backup").exists()  # the chief removes the backup at the end
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="tltf/train.py's non-chief _RestoreOnly skips saving while the chief's "
-    "PhaseCheckpoint saves every epoch; saving runs collective ops, so the workers fall out "
-    "of step and deadlock at the phase-2 compile (DeadlineExceeded). Saving to a scratch "
-    "file on non-chief workers (as runtime.backup_and_restore does) makes this test pass; "
-    "remove this mark when train.py does it.",
-)
 def test_multi_worker_fine_tune_resumes_after_sigkill_in_phase_2(tmp_path):
     """`fine_tune(strategy=..., directory=..., resume=True)` across two worker processes."""
     head, finetune = 2, 4

@@ -1,9 +1,10 @@
 """Where and how a model runs: mixed precision, XLA, `tf.distribute` strategies, seeds.
 
 `fine_tune` uses these pieces; they are public so that a user who writes a custom loop gets
-the same behaviour. Nothing here changes global state except inside a `with` block, with one
-documented exception: `set_seed(..., deterministic=True)` turns on TensorFlow's op determinism
-for the rest of the process (TensorFlow offers no way to turn it off again).
+the same behaviour. The global Keras dtype policy only changes inside a `with` block
+(`dtype_policy_scope`). `set_seed` seeds the global random generators and, when asked, turns
+on TensorFlow's op determinism for the rest of the process (TensorFlow offers no way to turn
+it off again).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def resolve_mixed_precision(option: str = "auto") -> str:
     """Turns a `mixed_precision=` option into a Keras dtype policy name.
 
     `"auto"` picks what is fastest without changing results in a way that matters:
+
     - every visible GPU is CUDA with compute capability >= 8.0 (Ampere and newer):
       `"mixed_bfloat16"`. These GPUs run bfloat16 on their tensor cores as fast as float16,
       and bfloat16 keeps float32's exponent range, so no loss scaling is needed.
@@ -418,8 +420,10 @@ def rebuild_with_policy(
 
     Keras fixes a layer's dtype policy when the layer is created, so switching a float32
     model to mixed precision means building it again. Every layer that had the model's own
-    policy gets `policy`; layers given another policy on purpose keep it (the classification
-    head's output Dense stays float32). Variables stay float32 under mixed policies, so the
+    policy gets `policy`; layers built with another policy keep theirs. A layer that must
+    compute in float32 inside a float32 model must say so itself, as tltf's
+    `ClassificationHead` does for its output Dense (it stays float32 under any policy).
+    Variables stay float32 under mixed policies, so the
     weights copy over exactly. `trainable` flags (a frozen backbone, non-trainable
     BatchNormalization) carry over; optimizer state does not: compile the new model.
 
@@ -447,11 +451,11 @@ def rebuild_with_policy(
     Example:
 
     >>> inputs = keras.Input((8,))
-    >>> outputs = keras.layers.Dense(2, dtype="float32")(keras.layers.Dense(4)(inputs))
+    >>> outputs = keras.layers.Dense(2)(keras.layers.Dense(4)(inputs))
     >>> model = keras.Model(inputs, outputs)
     >>> mixed = rebuild_with_policy(model, "mixed_bfloat16")
     >>> [layer.compute_dtype for layer in mixed.layers[1:]]
-    ['bfloat16', 'float32']
+    ['bfloat16', 'bfloat16']
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
         raise TypeError(
