@@ -156,10 +156,8 @@ def _data_args(source: str, image_size, extra: dict) -> dict:
             args.pop(key, None)
         if source.startswith("tfds:"):
             args["name"] = source[len("tfds:"):]
-        elif os.path.exists(source) or os.sep in source or "/" in source:
+        else:  # a folder; TFDS names need the prefix, so a mistyped folder is not a TFDS name
             args["path"] = source
-        else:
-            args["name"] = source  # a bare name is a TFDS data set
     if image_size is not None:
         args["image_size"] = image_size
     return args
@@ -303,6 +301,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    import tltf
     from tltf.evaluate import evaluate
 
     model = _load_model(args.model)
@@ -310,8 +309,7 @@ def _cmd_evaluate(args) -> int:
     path = Path(args.data)
     if not path.is_dir():
         raise FileNotFoundError(f"Data folder not found: {path}. Received: data={str(path)!r}")
-    loaded = __import__("tltf").load_image_folder(path, image_size=_image_size_of(model),
-                                                 class_names=names)
+    loaded = tltf.load_image_folder(path, image_size=_image_size_of(model), class_names=names)
     data = loaded[-1] if isinstance(loaded, tuple) else loaded
     report = evaluate(model, data, batch_size=args.batch_size, verbose=1)
     _say(report.summary())
