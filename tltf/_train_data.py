@@ -67,13 +67,14 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     if val_ds is not None:
         vx, vy = features(extractor, val_ds)
         va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
-    head_model = keras.Sequential([keras.Input((x.shape[1],), dtype=x.dtype), head],
+    head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
     return head_model, tr, va, time.perf_counter() - t0
 
 
 def features(extractor, ds):
-    run = tf.function(lambda images: extractor(images, training=False))
+    # float32 whatever the compute dtype: the head casts to its own policy when it runs.
+    run = tf.function(lambda images: tf.cast(extractor(images, training=False), tf.float32))
     xs, ys = [], []
     for images, labels in ds:
         xs.append(np.asarray(run(images)))
