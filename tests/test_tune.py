@@ -141,6 +141,7 @@ def test_warm_started_search_trains_the_reported_depth_and_phase_1_once(tmp_path
     result = search(data, data, **FAST, tuner="random", max_trials=4, directory=tmp_path,
                     dropout=0.2, label_smoothing=0.0, unfreeze_blocks=(0, BLOCKS))
     assert isinstance(result, SearchResult) and len(result.trials) == 4
+    assert result.tuner.oracle.seed == 1  # seed=0 shifted: KerasTuner reads 0 as "no seed"
     depths = {r["trial_id"]: r["unfreeze_blocks"] for r in result.trials}
     for record in result.trials_run:
         # head: kernel + bias; each unfrozen block adds its conv kernel + bias (BN stays frozen)
@@ -206,3 +207,18 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tmp_path, co
     rows = {r["trial_id"]: r for r in result.trials}
     assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows.values())
     assert {t: rows[t]["score"] for t in finished} == finished
+
+
+def test_same_seed_proposes_the_same_trials(tmp_path):
+    # What `search(seed=...)` relies on: a seeded oracle proposes the same trials again.
+    from tltf.tune import _tuner_class
+
+    def proposals(directory):
+        hm = TransferHyperModel(NAME, 2, weights=None)
+        tuner = _tuner_class("random")(hypermodel=hm, objective="val_accuracy",
+                                       directory=str(directory), max_trials=3, seed=1)
+        trials = [tuner.oracle.create_trial(f"t{i}") for i in range(3)]
+        return [(t.hyperparameters["unfreeze_blocks"], t.hyperparameters["finetune_lr"])
+                for t in trials]
+
+    assert proposals(tmp_path / "a") == proposals(tmp_path / "b")
