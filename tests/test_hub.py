@@ -322,3 +322,16 @@ def test_several_outputs_need_output_key(tmp_path):
 def test_unknown_remote_handle_is_refused_in_safe_mode():
     with pytest.raises(ValueError, match="safe_mode=False"):
         HubLayer.from_config({"handle": "https://example.com/model.tar.gz"})
+
+
+@pytest.mark.slow
+def test_hub_backbone_in_the_tuner(tf2_with_training, tmp_path):
+    from tltf.tune import search
+
+    x, y = _images(16), np.arange(16) % 2
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    result = search(data, data, num_classes=2, backbone=f"hub:{tf2_with_training}",
+                    image_size=32, tuner="random", max_trials=2, unfreeze_blocks=[0, 1],
+                    head_epochs=1, finetune_epochs=1, directory=tmp_path, verbose=0)
+    assert [t["status"] for t in result.trials] == ["COMPLETED", "COMPLETED"]
+    assert _hub_layer(result.best_model).handle == tf2_with_training
