@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["load_config", "main"]
 
 _DESCRIPTION = "Transfer learning for image classification: from a folder of photos to a .tflite."
 _EPILOG = """examples:
