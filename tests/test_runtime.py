@@ -352,3 +352,39 @@ def test_two_seeded_deterministic_fine_tune_runs_give_the_same_history():
     assert first["phase"] == [1, 1, 2, 2]
     assert first == second  # every logged value, bit for bit, across processes
     assert first["loss"] != other["loss"]  # the seed matters: the test can fail
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_fine_tune_in_mixed_precision_leaves_no_global_policy(precision):
+    from tltf.train import fine_tune
+
+    keras.utils.set_random_seed(0)
+    model = _tiny_classifier()
+    before = [w.copy() for w in model.get_weights()]
+    x, y = _data(32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    seen = []
+    spy = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: seen.append(
+            (spy.model.dtype_policy.name, type(spy.model.optimizer).__name__)
+        )
+    )
+    result = fine_tune(
+        model,
+        data,
+        data,
+        head_epochs=1,
+        finetune_epochs=1,
+        unfreeze="all",
+        mixed_precision=precision,
+        callbacks=[spy],
+        verbose=0,
+    )
+    # Phase 2 trained a rebuilt copy in the 16-bit policy, loss-scaled for float16.
+    policy, optimizer = seen[-1]
+    assert policy == f"mixed_{precision}"
+    assert (optimizer == "LossScaleOptimizer") is (precision == "float16")
+    assert keras.config.dtype_policy().name == "float32"
+    assert model.dtype_policy.name == "float32"  # the caller's model keeps its policy...
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert all(np.isfinite(result.history["loss"]))  # ...and holds the mixed-precision weights
