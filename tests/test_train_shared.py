@@ -8,7 +8,7 @@ import tensorflow as tf
 from tltf.models import build_classifier
 from tltf.train import fine_tune
 
-SIZE = 96
+SIZE = 128
 TRAIN_PER_CLASS, VAL_PER_CLASS = 100, 50
 
 
@@ -25,7 +25,7 @@ def _load(folder, per_class):
 def _run(weights, train, val):
     keras.utils.set_random_seed(0)
     model = build_classifier("mobilenet_v2", 2, image_size=SIZE, weights=weights)
-    result = fine_tune(model, train, val, head_epochs=4, finetune_epochs=1, seed=0, verbose=0)
+    result = fine_tune(model, train, val, head_epochs=10, finetune_epochs=1, seed=0, verbose=0)
     return max(result.history["val_accuracy"]), result
 
 

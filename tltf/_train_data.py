@@ -74,7 +74,8 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
 
 def features(extractor, ds):
     # float32 whatever the compute dtype: the head casts to its own policy when it runs.
-    run = tf.function(lambda images: tf.cast(extractor(images, training=False), tf.float32))
+    run = tf.function(lambda images: tf.cast(extractor(images, training=False), tf.float32),
+                      reduce_retracing=True)
     xs, ys = [], []
     for images, labels in ds:
         xs.append(np.asarray(run(images)))
