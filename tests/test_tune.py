@@ -222,3 +222,18 @@ def test_same_seed_proposes_the_same_trials(tmp_path):
                 for t in trials]
 
     assert proposals(tmp_path / "a") == proposals(tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_hyperband_continues_trials_without_phase_1(tmp_path):
+    data = tiny_data()
+    result = search(data, data, **FAST | {"finetune_epochs": 3}, tuner="hyperband",
+                    directory=tmp_path, dropout=0.2, label_smoothing=0.0, best_model=None)
+    rows = {r["trial_id"]: r for r in result.trials}
+    records = {r["trial_id"]: r for r in result.trials_run}
+    assert all(r["status"] == "COMPLETED" for r in rows.values())
+    continued = [t for t, r in rows.items() if r.get("tuner/initial_epoch", 0) > 0]
+    assert continued  # Hyperband resumed at least one trial from its parent's checkpoint
+    assert all(records[t]["phase1_seconds"] == 0 and not records[t]["head_reused"]
+               for t in continued)
+    assert sum(r["phase1_seconds"] > 0 for r in records.values()) == 1  # warm start
