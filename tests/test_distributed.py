@@ -51,19 +51,7 @@ def _run(*args, timeout: float, **env) -> dict:
 
 @pytest.mark.parametrize(
     "cache_features",
-    [
-        "0",
-        pytest.param(
-            "1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="fine_tune builds and fits the cached-feature head model outside "
-                "strategy.scope(), so Keras creates the optimizer variables outside the scope "
-                "(RuntimeError). Remove this mark once tltf/train.py does it in the scope.",
-            ),
-        ),
-    ],
+    ["0", "1"],
 )
 def test_fine_tune_under_mirrored_strategy_over_two_logical_cpus(cache_features):
     result = _run("mirrored", timeout=300, TLTF_TEST_CACHE_FEATURES=cache_features)

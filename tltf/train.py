@@ -16,6 +16,8 @@ a run that was killed, with the optimizer state it had.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,8 +220,9 @@ def fine_tune(
         freeze_backbone(work)
         lr = _peak_lr(head_lr, HEAD_BASE_LR, global_batch)
         if cached:
-            head_model, tr, va, extract_time = cached_features(work, train, train_ds, val_ds,
-                                                                global_batch, seed, verbose)
+            with strategy.scope():  # the head-only model must live where its optimizer will
+                head_model, tr, va, extract_time = cached_features(work, train, train_ds, val_ds,
+                                                                    global_batch, seed, verbose)
             run.fit_phase(1, head_model, tr, va, head_epochs, lr, None,
                           first_epoch_extra=extract_time, **fit_kwargs)
         else:
@@ -301,7 +304,8 @@ class _Run:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
         elif self.ckpt_dir is not None:  # a worker that is not the chief: restore, never write
-            cbs.append(_RestoreOnly(self.ckpt_dir, phase, state))
+            cbs.append(_RestoreOnly(self.ckpt_dir, phase, state,
+                                    skip=lambda: self.nonfinite is not None))
         cbs += self.user_callbacks
         train_model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                         initial_epoch=state.epochs_done[str(phase)], class_weight=class_weight,
@@ -421,8 +425,24 @@ class _Monitor(keras.callbacks.Callback):
 
 
 class _RestoreOnly(PhaseCheckpoint):
+    """A worker that is not the chief: restores from the chief's checkpoint, never writes it.
+
+    Saving mirrored variables can take part in collective operations, so it still saves at
+    the same moments as the chief, to a private scratch folder (as `runtime.backup_and_restore`
+    does); otherwise the chief could wait forever for it.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.scratch = Path(tempfile.mkdtemp(prefix="tltf-worker-ckpt-"))
+        super().on_train_begin(logs)
+
     def on_epoch_end(self, epoch, logs=None):
-        return
+        if not self.skip():
+            self.model.save_weights(str(self.scratch / "scratch.weights.h5"), overwrite=True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        super().on_train_end(logs)
 
 
 def _pick_monitor(logs: dict) -> tuple[str | None, str]:
