@@ -30,7 +30,19 @@ STATE_FILE = "state.json"
 
 
 def write_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    """Writes `text` to `path` atomically (temp file in the same folder, fsync, rename).
+
+    A reader (or a resumed run) sees the old file or the new one, never half of one.
+
+    Example:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "state.json"
+    >>> write_text(path, '{"phase": 2}')
+    >>> path.read_text()
+    '{"phase": 2}'
+    """
     tmp = path.with_name(f".tmp-{path.name}")
     with open(tmp, "w") as f:
         f.write(text)
@@ -40,7 +52,18 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    """Saves a list of arrays (`model.get_weights()`) to `path` (.npz) atomically."""
+    """Saves a list of arrays (`model.get_weights()`) to `path` (.npz) atomically.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "best.npz"
+    >>> save_arrays(path, [np.zeros(2), np.ones((2, 2))])
+    >>> [a.shape for a in load_arrays(path)]
+    [(2,), (2, 2)]
+    """
     tmp = path.with_name(f".tmp-{path.name}")
     with open(tmp, "wb") as f:
         np.savez(f, *arrays)
@@ -50,7 +73,18 @@ def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
 
 
 def load_arrays(path: Path) -> list[np.ndarray]:
-    """Loads the arrays written by `save_arrays`, in order."""
+    """Loads the arrays written by `save_arrays`, in order.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "phase1.npz"
+    >>> save_arrays(path, [np.arange(3)])
+    >>> load_arrays(path)[0].tolist()
+    [0, 1, 2]
+    """
     with np.load(path) as data:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
 
@@ -97,6 +131,21 @@ class PhaseCheckpoint(keras.callbacks.BackupAndRestore):
         phase: int. 1 or 2.
         state: RunState. The run's shared bookkeeping (updated by `fine_tune`'s callbacks).
         skip: callable returning True when the epoch must not be saved (non-finite loss).
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import keras
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> state = RunState()
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> callback = PhaseCheckpoint(folder, phase=1, state=state)
+    >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[callback])
+    >>> state.weights_file
+    'phase1-epoch0000.weights.h5'
     """
 
     def __init__(self, folder: Path, phase: int, state: RunState, skip=lambda: False):
