@@ -30,6 +30,7 @@ demo: install
 	fi
 
 test: install
+	$(VENV)/bin/ruff check tltf tests examples benchmarks tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 docs: install
