@@ -212,7 +212,10 @@ def fine_tune(
     train_ds = batched(train, "train", training=True, batch_size=global_batch, seed=seed)
     val_ds = None if val is None else batched(val, "val", training=False,
                                                batch_size=global_batch, seed=seed)
-    train_ds = with_cardinality(train_ds)  # raises on an infinite dataset, counts at most once
+    # Known sizes: raises on an infinite dataset, counts at most once, and spares Keras the
+    # "input ran out of data" warning it gives for a dataset of unknown size.
+    train_ds = with_cardinality(train_ds)
+    val_ds = None if val_ds is None else with_cardinality(val_ds)
     run = _Run(work, directory, resume, strategy, verbose, callbacks, early_stopping)
     fit_kwargs = dict(class_weight=class_weight, jit=jit, label_smoothing=label_smoothing)
 
