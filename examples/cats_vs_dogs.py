@@ -10,7 +10,6 @@ checkpoints, the evaluation report and the .tflite file with its labels.
 """
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -47,25 +46,12 @@ def load_data(args, out: Path):
         except Exception as error:  # offline, or TFDS cannot prepare it here
             raise SystemExit(f"Could not load TFDS cats_vs_dogs ({error}); pass --data-dir.") from error
     root = Path(args.data_dir)
-    if args.quick:
-        root = small_copy(root, out / "quick_data", per_class=8)
-    data = load_image_folder(root, image_size=args.image_size)
+    limit = 8 if args.quick else None  # --quick: the first 8 images of each class
+    data = load_image_folder(root, image_size=args.image_size, max_per_class=limit)
     if isinstance(data, tuple):  # the folder has train/ and validation/ splits
         return data[0], data[1]
-    return load_image_folder(root, image_size=args.image_size, validation_split=0.2, seed=0)
-
-
-def small_copy(root: Path, dst: Path, per_class: int) -> Path:
-    """Copies the first `per_class` files of every class folder (and split) under `root`."""
-    shutil.rmtree(dst, ignore_errors=True)
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        if files and not any(p.is_dir() for p in folder.iterdir()):
-            target = dst / folder.relative_to(root)
-            target.mkdir(parents=True)
-            for f in files[:per_class]:
-                shutil.copy(f, target / f.name)
-    return dst
+    return load_image_folder(root, image_size=args.image_size,
+                             validation_split=0.2, seed=0, max_per_class=limit)
 
 
 def main():

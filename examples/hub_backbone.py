@@ -14,7 +14,6 @@ extractors only: run them with `--finetune-epochs 0`.
 """
 
 import argparse
-import shutil
 from pathlib import Path
 
 import keras
@@ -49,19 +48,6 @@ def parse_args():
     return args
 
 
-def small_copy(root: Path, dst: Path, per_class: int) -> Path:
-    """Copies the first `per_class` files of every class folder (and split) under `root`."""
-    shutil.rmtree(dst, ignore_errors=True)
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        if files and not any(p.is_dir() for p in folder.iterdir()):
-            target = dst / folder.relative_to(root)
-            target.mkdir(parents=True)
-            for f in files[:per_class]:
-                shutil.copy(f, target / f.name)
-    return dst
-
-
 def main():
     args = parse_args()
     out = Path(args.out)
@@ -72,11 +58,11 @@ def main():
     size = args.image_size or get_backbone(args.backbone).default_size
 
     root = Path(args.data_dir)
-    if args.quick:
-        root = small_copy(root, out / "quick_data", per_class=8)
-    data = load_image_folder(root, image_size=size)
+    limit = 8 if args.quick else None  # --quick: the first 8 images of each class
+    data = load_image_folder(root, image_size=size, max_per_class=limit)
     if not isinstance(data, tuple):
-        data = load_image_folder(root, image_size=size, validation_split=0.2, seed=0)
+        data = load_image_folder(root, image_size=size,
+                                 validation_split=0.2, seed=0, max_per_class=limit)
     train, val = data[0], data[1]
     print(f"train: {train}\nvalidation: {val}")
 

@@ -11,7 +11,6 @@ saves a plot of the objective against depth and learning rate, and the best mode
 """
 
 import argparse
-import shutil
 from pathlib import Path
 
 from tltf import evaluate, load_image_folder, search
@@ -35,29 +34,16 @@ def parse_args():
     return args
 
 
-def small_copy(root: Path, dst: Path, per_class: int) -> Path:
-    """Copies the first `per_class` files of every class folder (and split) under `root`."""
-    shutil.rmtree(dst, ignore_errors=True)
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        if files and not any(p.is_dir() for p in folder.iterdir()):
-            target = dst / folder.relative_to(root)
-            target.mkdir(parents=True)
-            for f in files[:per_class]:
-                shutil.copy(f, target / f.name)
-    return dst
-
-
 def main():
     args = parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(args.data_dir)
-    if args.quick:
-        root = small_copy(root, out / "quick_data", per_class=8)
-    data = load_image_folder(root, image_size=args.image_size)
+    limit = 8 if args.quick else None  # --quick: the first 8 images of each class
+    data = load_image_folder(root, image_size=args.image_size, max_per_class=limit)
     if not isinstance(data, tuple):
-        data = load_image_folder(root, image_size=args.image_size, validation_split=0.2, seed=0)
+        data = load_image_folder(root, image_size=args.image_size,
+                                 validation_split=0.2, seed=0, max_per_class=limit)
     train, val = data[0], data[1]
 
     result = search(

@@ -2,6 +2,7 @@
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,7 @@ def test_missing_folder_raises(tmp_path):
         ({"validation_split": 0.6, "test_split": 0.5}, "leave images for training"),
         ({"resize": "squash"}, "resize"),
         ({"class_names": ["a", "zzz"]}, "class folder .* for class 'zzz'"),
+        ({"max_per_class": 0}, "`max_per_class` must be a positive integer"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
@@ -136,6 +138,15 @@ def test_split_folder_layout(tmp_path):
     assert val.class_names == train.class_names == ["a", "b"]
     with pytest.raises(ValueError, match="already holds a validation folder"):
         load_image_folder(tmp_path, validation_split=0.2, cache_dir=tmp_path / ".c")
+
+
+def test_max_per_class_takes_the_first_files_of_every_class_and_split(tmp_path):
+    _folder(tmp_path / "train", {"a": 5, "b": 2})
+    _folder(tmp_path / "validation", {"a": 4, "b": 4})
+    train, val = load_image_folder(tmp_path, image_size=16, max_per_class=3,
+                                   cache_dir=tmp_path / ".c")
+    assert train.class_counts == {"a": 3, "b": 2} and val.class_counts == {"a": 3, "b": 3}
+    assert [Path(f).name for f in train.files[:3]] == ["0.png", "1.png", "2.png"]
 
 
 def test_split_folder_with_unknown_class_raises(tmp_path):

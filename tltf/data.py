@@ -61,7 +61,7 @@ def _find_split_folders(root: Path) -> dict[str, Path]:
     return {}
 
 
-def _scan_classes(root: Path, class_names: list[str], required: bool):
+def _scan_classes(root: Path, class_names: list[str], required: bool, limit: int | None = None):
     files, labels, folders = [], [], {}
     for label, name in enumerate(class_names):
         folder = root / name
@@ -72,7 +72,7 @@ def _scan_classes(root: Path, class_names: list[str], required: bool):
                     f"Received: class_names={class_names!r}"
                 )
             continue
-        found = list_image_files(folder)
+        found = list_image_files(folder)[:limit]
         folders[name] = folder
         files.extend(found)
         labels.extend([label] * len(found))
@@ -90,6 +90,7 @@ def load_image_folder(
     class_names: Sequence[str] | None = None,
     strict: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    max_per_class: int | None = None,
 ) -> ImageDataset | tuple[ImageDataset, ...]:
     """Loads a folder with one subfolder of images per class.
 
@@ -122,6 +123,9 @@ def load_image_folder(
             to `False`.
         cache_dir: str, path or `None`. Where the validation cache and re-encoded files go.
             Defaults to `tltf.decode.default_cache_dir()`.
+        max_per_class: int or `None`. Use only the first `max_per_class` files (in sorted
+            order) of each class folder of each split, e.g. to try a recipe in seconds
+            before the real run. Defaults to `None` (all files).
 
     Returns:
         An `ImageDataset`, or a tuple `(train, validation[, test])` when splitting (or
@@ -154,6 +158,12 @@ def load_image_folder(
         )
     size = _image_size(image_size)
     _check_resize(resize)
+    if max_per_class is not None and (
+        not isinstance(max_per_class, int) or isinstance(max_per_class, bool) or max_per_class < 1
+    ):
+        raise ValueError(
+            f"`max_per_class` must be a positive integer or None. Received: max_per_class={max_per_class!r}"
+        )
     fractions = _split_fractions(validation_split, test_split)
     splits = _find_split_folders(root)
     if splits and validation_split is not None and "validation" in splits:
@@ -188,7 +198,8 @@ def load_image_folder(
                     f"{split_root} has class folders {extra} that {class_root} does not have; "
                     f"every split needs the same classes. Received: path={str(path)!r}"
                 )
-        files, labels, folders = _scan_classes(split_root, names, required=split == "train")
+        files, labels, folders = _scan_classes(split_root, names, required=split == "train",
+                                               limit=max_per_class)
         files, checks, labels, bad = _validated(
             files, labels, strict=strict, cache_dir=cache_dir, what=str(split_root)
         )
