@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,16 +31,12 @@ MODES = ("float32", "float16", "dynamic", "int8", "int8_io")
 
 
 def _seed_keras_home() -> None:
-    # ../shared/keras_weights/README.md: Keras uses $KERAS_HOME/models/<file> if it is there,
-    # without any network call. Must happen before keras is imported.
-    home = Path(tempfile.mkdtemp(prefix="tltf-bench-keras-home-"))
-    (home / "models").mkdir()
-    for f in (SHARED / "keras_weights").glob("*.h5"):
-        source = f.resolve()
-        if source.stat().st_size < 1024:  # a text "link": the name of the file it stands for
-            source = f.parent / source.read_text().strip()
-        shutil.copyfile(source, home / "models" / f.name)
-    os.environ["KERAS_HOME"] = str(home)
+    """Seeds KERAS_HOME from ../shared/keras_weights (before keras is imported)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from seed_keras_home import use_shared_weights
+
+    if use_shared_weights() is None:
+        raise SystemExit(f"no weights in {SHARED / 'keras_weights'}; this benchmark needs them")
 
 
 def parse_args():

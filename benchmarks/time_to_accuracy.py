@@ -25,10 +25,7 @@ Run (about 40-90 minutes on 2 CPU cores; `--quick` is ~10x shorter):
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,16 +35,12 @@ IMG = 160
 
 
 def _seed_keras_home() -> None:
-    # As ../shared/keras_weights/README.md says: Keras uses $KERAS_HOME/models/<file> if it
-    # is there, without any network call. Must happen before keras is imported.
-    home = Path(tempfile.mkdtemp(prefix="tltf-bench-keras-home-"))
-    (home / "models").mkdir()
-    for f in (SHARED / "keras_weights").glob("*.h5"):
-        source = f.resolve()
-        if source.stat().st_size < 1024:  # a text "link": the name of the file it stands for
-            source = f.parent / source.read_text().strip()
-        shutil.copyfile(source, home / "models" / f.name)
-    os.environ["KERAS_HOME"] = str(home)
+    """Seeds KERAS_HOME from ../shared/keras_weights (before keras is imported)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from seed_keras_home import use_shared_weights
+
+    if use_shared_weights() is None:
+        raise SystemExit(f"no weights in {SHARED / 'keras_weights'}; this benchmark needs them")
 
 
 def _load(split: str, per_class: int | None):

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,18 +29,12 @@ SHARED = ROOT.parent / "shared"
 
 
 def _seed_keras_home() -> None:
-    """Seeds KERAS_HOME with tools/seed_keras_home.py (it follows the stand-in link files)."""
-    if os.environ.get("KERAS_HOME"):
-        return
-    import importlib.util
+    """Seeds KERAS_HOME from ../shared/keras_weights (before keras is imported)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from seed_keras_home import use_shared_weights
 
-    spec = importlib.util.spec_from_file_location("seed", ROOT / "tools" / "seed_keras_home.py")
-    seed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seed)
-    home = seed.seed_keras_home()
-    if home is None:
+    if use_shared_weights() is None:
         raise SystemExit(f"no weights in {SHARED / 'keras_weights'}; this benchmark needs them")
-    os.environ["KERAS_HOME"] = str(home)
 
 
 def _subset(source: Path, target: Path, sizes: dict[str, tuple[str, int, int]]) -> Path:

@@ -52,6 +52,22 @@ def seed_keras_home(keras_home: Path | None = None, source: Path = SHARED_WEIGHT
     return home
 
 
+def use_shared_weights() -> Path | None:
+    """Points KERAS_HOME at a folder seeded from ../shared, unless KERAS_HOME is already set.
+
+    For benchmarks and scripts; call it before keras is imported. Returns the folder in use
+    (`None` when neither KERAS_HOME nor ../shared/keras_weights exists).
+    """
+    import os
+
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.environ["KERAS_HOME"])
+    home = seed_keras_home()
+    if home is not None:
+        os.environ["KERAS_HOME"] = str(home)
+    return home
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keras-home", type=Path, default=None,
