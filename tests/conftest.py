@@ -36,6 +36,15 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def imagenet_weights(shared_dir) -> Path:
+    """The shared ImageNet weights (already in KERAS_HOME); tests never download weights."""
+    path = shared_dir / "keras_weights"
+    if not path.is_dir():
+        pytest.skip(f"needs the ImageNet weights in {path}; absent here")
+    return path
+
+
+@pytest.fixture(scope="session")
 def cats_dogs_dir(shared_dir) -> Path:
     path = shared_dir / "datasets" / "cats_and_dogs_filtered"
     if not path.is_dir():

@@ -63,7 +63,7 @@ def _run(script: str, *args, timeout: int = 900) -> str:
     return proc.stdout
 
 
-def test_cats_vs_dogs(photo_dir, tmp_path):
+def test_cats_vs_dogs(photo_dir, tmp_path, imagenet_weights):
     out = tmp_path / "run"
     stdout = _run("cats_vs_dogs.py", "--quick", "--data-dir", photo_dir, "--out", out)
     for name in ("model.keras", "cats_vs_dogs.tflite", "labels.txt", "report/report.html"):
@@ -88,14 +88,14 @@ def test_hub_backbone_with_the_tf1_module(photo_dir, hub_module_dir, tmp_path):
     assert (out / "hub_model.tflite").is_file()
 
 
-def test_tune_unfreeze_depth(photo_dir, tmp_path):
+def test_tune_unfreeze_depth(photo_dir, tmp_path, imagenet_weights):
     out = tmp_path / "run"
     stdout = _run("tune_unfreeze_depth.py", "--quick", "--data-dir", photo_dir, "--out", out)
     assert (out / "best_model.keras").is_file() and (out / "search.png").is_file()
     assert "unfreeze_blocks" in stdout
 
 
-def test_export_for_mobile(photo_dir, tmp_path):
+def test_export_for_mobile(photo_dir, tmp_path, imagenet_weights):
     out = tmp_path / "run"
     stdout = _run("export_for_mobile.py", "--quick", "--data-dir", photo_dir, "--out", out)
     for name in ("model_int8.tflite", "model_float32.tflite", "labels.txt"):

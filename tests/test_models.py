@@ -171,7 +171,7 @@ def test_model_not_built_by_tltf_is_rejected():
 
 
 @pytest.mark.shared
-def test_allow_other_size_uses_the_weights_on_purpose():
+def test_allow_other_size_uses_the_weights_on_purpose(imagenet_weights):
     model = build_classifier("mobilenet_v2", 2, image_size=112, allow_other_size=True)
     reference = build_classifier("mobilenet_v2", 2, image_size=96)
     for a, b in zip(backbone_of(model).weights, backbone_of(reference).weights):
