@@ -192,7 +192,7 @@ def test_metadata_read_back_and_labels_file(model, tmp_path):
     assert meta["norm_mean"] == [0.0] and meta["norm_std"] == [1.0]
     assert meta["color_space"] == "RGB"
     assert meta["associated_files"] == ["labels.txt"]
-    assert result.labels_path == tmp_path / "labels.txt"
+    assert result.labels_path == tmp_path / "m.labels.txt"
     assert result.labels_path.read_text().splitlines() == CLASSES
 
 
@@ -282,7 +282,8 @@ def test_tf_op_error_names_the_op_and_leaves_existing_file(model, tmp_path):
     before = path.read_bytes()
     files_before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(ValueError, match=r"MatrixDeterminant.*allow_select_tf_ops=True"):
-        export_tflite(_select_ops_model(), path, metadata=False, class_names=CLASSES)
+        export_tflite(_select_ops_model(), path, metadata=False, class_names=CLASSES,
+                      overwrite=True)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == files_before  # no temp file left
 
@@ -304,9 +305,9 @@ def test_failure_after_conversion_leaves_existing_file(model, tmp_path, monkeypa
 
     monkeypatch.setattr(tltf.export, "_convert", broken)
     with pytest.raises((RuntimeError, ValueError)):  # LiteRT refuses to load the file
-        export_tflite(model, path, metadata=False)
+        export_tflite(model, path, metadata=False, overwrite=True)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.txt", "m.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.labels.txt", "m.tflite"]
 
 
 def test_export_best_keeps_smallest_within_budget(model, calibration, validation, tmp_path):
@@ -324,7 +325,7 @@ def test_export_best_keeps_smallest_within_budget(model, calibration, validation
     assert {v["name"] for v in payload["variants"]} == {"float32", "dynamic", "int8"}
     assert "(kept)" in result.comparison_paths[1].read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "best.comparison.json", "best.comparison.md", "best.tflite", "labels.txt"]
+        "best.comparison.json", "best.comparison.md", "best.labels.txt", "best.tflite"]
 
 
 def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, monkeypatch):
@@ -342,7 +343,8 @@ def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, 
 
     monkeypatch.setattr(tltf.export, "verify_tflite", pessimistic)
     with pytest.raises(ValueError, match="No variant stays within max_accuracy_drop"):
-        export_tflite(model, path, verify=True, validation_data=validation)
+        export_tflite(model, path, verify=True, validation_data=validation,
+                      overwrite=True)
     assert path.read_bytes() == b"previous good file"
     assert json.loads(path.with_suffix(".comparison.json").read_text())["chosen"] is None
 
@@ -442,3 +444,34 @@ def test_metadata_without_mediapipe(model, tmp_path, monkeypatch):
         result = export_tflite(model, tmp_path / "m.tflite")
     assert not result.has_metadata
     assert result.labels_path.read_text().splitlines() == CLASSES
+
+
+def test_export_refuses_to_overwrite_a_file_or_another_models_labels(model, tmp_path):
+    user_labels = tmp_path / "labels.txt"
+    user_labels.write_text("mine\n")
+    first = export_tflite(model, tmp_path / "a.tflite", metadata=False)
+    other = export_tflite(model, tmp_path / "b.tflite", metadata=False, class_names=["x", "y", "z"])
+    assert first.labels_path == tmp_path / "a.labels.txt"
+    assert first.labels_path.read_text().split() == CLASSES  # b's export left a's labels alone
+    assert other.labels_path.read_text().split() == ["x", "y", "z"]
+    assert user_labels.read_text() == "mine\n"  # a file tltf did not write is never touched
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(FileExistsError, match=r"a\.tflite already exists.*overwrite=True"):
+        export_tflite(model, tmp_path / "a.tflite", metadata=False)
+    stranger = tmp_path / "c.labels.txt"
+    stranger.write_text("someone else's\n")
+    with pytest.raises(FileExistsError, match=r"c\.labels\.txt already exists"):
+        export_tflite(model, tmp_path / "c.tflite", metadata=False)
+    assert not (tmp_path / "c.tflite").exists() and stranger.read_text() == "someone else's\n"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "c.labels.txt"} == before
+    again = export_tflite(model, tmp_path / "a.tflite", metadata=False, overwrite=True,
+                          class_names=["p", "q", "r"])
+    assert again.labels_path.read_text().split() == ["p", "q", "r"]
+
+
+def test_export_best_with_nothing_to_try_says_why(model, validation, tmp_path):
+    with pytest.raises(ValueError, match=r"Every mode asked for.*int8.*representative_data"):
+        export_best(model, tmp_path / "m.tflite", validation, quantizations=["int8"])
+    with pytest.raises(ValueError, match=r"`quantizations` is empty: name at least one of"):
+        export_best(model, tmp_path / "m.tflite", validation, quantizations=[])
+    assert list(tmp_path.iterdir()) == []

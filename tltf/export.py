@@ -42,7 +42,8 @@ class ExportResult:
         size_bytes: int. Its size.
         input_dtype: str. Type of its input tensor (`"float32"`, `"uint8"` or `"int8"`).
         output_dtype: str. Type of its output tensor.
-        labels_path: Path or None. The `labels.txt` written beside it.
+        labels_path: Path or None. The labels file written beside it, `<stem>.labels.txt`
+            (one class name per line).
         has_metadata: bool. Whether TFLite metadata (normalization, labels) is embedded.
         report: `VerificationReport` or None. The fidelity check of the kept file.
         comparison: list of `VerificationReport`. Every variant measured (`export_best`).
@@ -75,6 +76,7 @@ def export_tflite(
     verify: bool = False,
     validation_data=None,
     max_accuracy_drop: float = 0.01,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Converts a classifier to a `.tflite` file that takes raw pixels, atomically.
 
@@ -95,7 +97,9 @@ def export_tflite(
 
     Args:
         model: keras.Model. A classifier taking raw pixels, e.g. from `build_classifier`.
-        path: str or path. The `.tflite` file to write; `labels.txt` goes beside it.
+        path: str or path. The `.tflite` file to write; its labels go beside it under the
+            same stem (`model.tflite` -> `model.labels.txt`), so two models exported to one
+            folder never share or overwrite a labels file.
         quantization: str, or a sequence of them to try several (see `export_best`).
             Defaults to `"float32"`.
         representative_data: calibration images for `"int8"`/`"int8_io"`: an `ImageDataset`
@@ -124,11 +128,15 @@ def export_tflite(
             `representative_data`). Defaults to None.
         max_accuracy_drop: float. Largest accepted accuracy drop, as a fraction (`0.01` is
             one point). Defaults to `0.01`.
+        overwrite: bool. Replace `path` and its labels file if they exist. Without it an
+            existing file is never touched: the call refuses before converting anything.
+            Defaults to `False`.
 
     Returns:
         An `ExportResult`.
 
     Raises:
+        FileExistsError: `path` or its labels file exists and `overwrite` is False.
         ValueError: unknown `quantization` or `input_dtype`; an int8 mode without
             `representative_data`; a model without a fixed input size; a conversion that
             needs TensorFlow ops (the message names them); `verify` without
@@ -153,11 +161,12 @@ def export_tflite(
             max_accuracy_drop=max_accuracy_drop, representative_data=representative_data,
             num_calibration_samples=num_calibration_samples, input_dtype=input_dtype,
             allow_select_tf_ops=allow_select_tf_ops, metadata=metadata, class_names=class_names,
+            overwrite=overwrite,
         )
     _check_quantization(quantization)
-    path = Path(path)
-    if path.suffix != ".tflite":
-        raise ValueError(f"`path` must end in '.tflite'. Received: path={str(path)!r}")
+    path = _tflite_path(path)
+    labels_path = _labels_path(path)
+    _refuse_existing([path, labels_path], overwrite)
     io_dtype = _resolve_input_dtype(input_dtype, quantization)
     if quantization in ("int8", "int8_io") and representative_data is None:
         raise ValueError(
@@ -182,7 +191,6 @@ def export_tflite(
         content = embed(content, names, name=graph.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, content, check=lambda p: _check_runs(p, allow_select_tf_ops))
-    labels_path = path.parent / "labels.txt"
     from tltf.metadata import labels_text
 
     _atomic_write(labels_path, labels_text(names).encode("utf-8"))
@@ -203,6 +211,7 @@ def export_best(
     num_calibration_samples: int = 200,
     max_samples: int | None = 1000,
     keep_variants: bool = False,
+    overwrite: bool = False,
     **export_kwargs,
 ) -> ExportResult:
     """Exports several quantization variants, verifies each, keeps the smallest within budget.
@@ -228,6 +237,9 @@ def export_best(
         max_samples: int or None. Verify on at most this many images. Defaults to `1000`.
         keep_variants: bool. Keep every variant as `<name>.<mode>.tflite` beside `path`.
             Defaults to `False`.
+        overwrite: bool. Replace the files this call writes (`path`, its labels file, the
+            comparison files, the kept variants) if they exist; without it the call refuses
+            before converting anything. Defaults to `False`.
         **export_kwargs: `input_dtype`, `allow_select_tf_ops`, `metadata`, `class_names`,
             passed to `export_tflite`.
 
@@ -236,6 +248,7 @@ def export_best(
         `comparison_paths` filled in.
 
     Raises:
+        FileExistsError: a file this call would write exists and `overwrite` is False.
         ValueError: `validation_data` is None or has no labels; an unknown mode; no
             variant within `max_accuracy_drop` (the comparison files are still written and
             `path` is left untouched).
@@ -264,16 +277,27 @@ def export_best(
         )
     modes = list(quantizations)
     if not modes:
-        raise ValueError(f"`quantizations` is empty. Received: quantizations={quantizations!r}")
+        raise ValueError("`quantizations` is empty: name at least one of "
+                         f"{list(QUANTIZATIONS)}. Received: quantizations={quantizations!r}")
     for mode in modes:
         _check_quantization(mode)
     if representative_data is None and any(m in ("int8", "int8_io") for m in modes):
+        if all(m in ("int8", "int8_io") for m in modes):
+            raise ValueError(
+                f"Every mode asked for ({modes}) is an int8 mode, and int8 calibrates on real "
+                "images: pass `representative_data=` or add 'float32', 'float16' or 'dynamic'. "
+                "Received: representative_data=None"
+            )
         warnings.warn("Skipping the int8 variants: no `representative_data` to calibrate them.",
                       stacklevel=2)
         modes = [m for m in modes if m not in ("int8", "int8_io")]
-    path = Path(path)
-    if path.suffix != ".tflite":
-        raise ValueError(f"`path` must end in '.tflite'. Received: path={str(path)!r}")
+    path = _tflite_path(path)
+    json_path = path.with_suffix(".comparison.json")
+    md_path = path.with_suffix(".comparison.md")
+    written = [path, _labels_path(path), json_path, md_path]
+    if keep_variants:
+        written += [path.with_suffix(f".{mode}.tflite") for mode in modes]
+    _refuse_existing(written, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = exportable_model(model)
 
@@ -295,8 +319,6 @@ def export_best(
         within = [r for r in reports if r.accuracy_drop <= max_accuracy_drop + 1e-12]
         # The smallest; on a tie, the first listed (the less quantized one, by convention).
         chosen = min(within, key=lambda r: r.file_size_bytes).name if within else None
-        json_path = path.with_suffix(".comparison.json")
-        md_path = path.with_suffix(".comparison.md")
         write_comparison(reports, json_path, md_path, chosen=chosen, budget=max_accuracy_drop)
         if chosen is None:
             raise ValueError(
@@ -308,8 +330,9 @@ def export_best(
             for mode in modes:
                 shutil.copyfile(Path(tmp) / f"{path.stem}.{mode}.tflite",
                                 path.with_suffix(f".{mode}.tflite"))
-        os.replace(Path(tmp) / f"{path.stem}.{chosen}.tflite", path)
-        os.replace(Path(tmp) / "labels.txt", path.parent / "labels.txt")
+        chosen_file = Path(tmp) / f"{path.stem}.{chosen}.tflite"
+        os.replace(_labels_path(chosen_file), _labels_path(path))
+        os.replace(chosen_file, path)
     kept = results[chosen]
     report = next(r for r in reports if r.name == chosen)
     report.path = str(path)
@@ -319,7 +342,7 @@ def export_best(
     write_comparison(reports, json_path, md_path, chosen=chosen, budget=max_accuracy_drop)
     return ExportResult(path=path, quantization=chosen, size_bytes=path.stat().st_size,
                         input_dtype=kept.input_dtype, output_dtype=kept.output_dtype,
-                        labels_path=path.parent / "labels.txt",
+                        labels_path=_labels_path(path),
                         has_metadata=kept.has_metadata, report=report, comparison=reports,
                         comparison_paths=(json_path, md_path))
 
@@ -533,6 +556,35 @@ def _io_details(path: Path) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- options
+
+
+def _tflite_path(path) -> Path:
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(f"`path` must end in '.tflite'. Received: path={str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"`path` {path} is a folder; name the .tflite file to write inside "
+                         f"it. Received: path={str(path)!r}")
+    return path
+
+
+def _labels_path(path: Path) -> Path:
+    """`model.tflite` -> `model.labels.txt`: each model's labels under its own stem."""
+    return path.with_name(f"{path.stem}.labels.txt")
+
+
+def _refuse_existing(paths, overwrite: bool) -> None:
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if os.path.lexists(p)]
+    if existing:
+        raise FileExistsError(
+            f"{existing[0]} already exists"
+            + (f" (and {len(existing) - 1} more file(s) this export writes)" if len(existing) > 1
+               else "")
+            + "; an export never replaces a file unless asked. Choose another path, or pass "
+            f"overwrite=True (`--overwrite` on the command line). Received: path={existing[0]!r}"
+        )
 
 
 def _check_quantization(quantization):
