@@ -95,7 +95,7 @@ def test_cache_reused_and_invalidated(odd, checks, monkeypatch):
     assert len(entries) == len(by_name)
     calls = []
     original = decode._check_one
-    monkeypatch.setattr(decode, "_check_one", lambda p: calls.append(p) or original(p))
+    monkeypatch.setattr(decode, "_check_one", lambda p, *a: calls.append(p) or original(p, *a))
     files = list_image_files(odd)
     check_files(files, cache_dir=cache)
     assert calls == []  # nothing re-read

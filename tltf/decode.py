@@ -17,7 +17,9 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +29,7 @@ import tensorflow as tf
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
     "RESIZE_MODES",
     "FileCheck",
     "check_files",
@@ -61,8 +64,18 @@ _FORMAT_EXTENSIONS = {
     "TIFF": (".tif", ".tiff"),
 }
 _JPEG_FORMATS = ("JPEG", "MPO")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: verdicts also say whether tf.io decodes GIF/BMP/WebP as they are
 _ORIENTATION_TAG = 0x0112
+# Pillow's own decompression-bomb threshold: about 9459 x 9459 pixels, a 268 MB RGB array.
+MAX_PIXELS = 89_478_485
+_MAX_FILE_BYTES = 256 * 2**20  # no photo is larger; bounds the memory one file can take
+_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISDIR, "directory"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +95,8 @@ class FileCheck:
         extension_mismatch: bool. The extension announces another format than the content.
         decoded_path: str. The file the pipeline reads: `path` itself, or a PNG re-encoding of
             it when TensorFlow cannot decode the original correctly.
+        tf_decodes: bool. Whether `tf.io.decode_image` decodes the original bytes (tried
+            during the check for GIF, BMP and WebP; e.g. False for a 16-bit RGB555 BMP).
     """
 
     path: str
@@ -95,6 +110,7 @@ class FileCheck:
     sha1: str = ""
     extension_mismatch: bool = False
     decoded_path: str = ""
+    tf_decodes: bool = True
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -131,7 +147,10 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
     """Image files under `folder` (recursively), sorted, by extension in any letter case.
 
     Files without an image extension (`README.txt`, `.DS_Store`, `Thumbs.db`) and macOS
-    resource forks (`._name.jpg`) are ignored.
+    resource forks (`._name.jpg`) are ignored. An entry with an image extension that is not
+    a regular file (a FIFO, a device, a socket, a link to one of them) is listed all the
+    same, never opened here, so that `check_files` reports it by name instead of it
+    vanishing. Names that are not valid UTF-8 come back as `os.fsdecode` gives them.
 
     Args:
         folder: str or path. The folder to walk.
@@ -166,20 +185,43 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
-def _check_one(path: str) -> FileCheck:
+def _kind(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _check_one(path: str, max_pixels: int = MAX_PIXELS) -> FileCheck:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        data = Path(path).read_bytes()
+        st = os.stat(path)  # follows links: a link to /dev/zero is a character device
+    except OSError as e:
+        return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
+    if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO blocks, /dev/zero never ends
+        return FileCheck(path, False, f"not a regular file ({_kind(st.st_mode)})")
+    if st.st_size > _MAX_FILE_BYTES:
+        return FileCheck(
+            path, False, f"file too large ({st.st_size / 2**20:.0f} MB; the limit for one "
+            f"image file is {_MAX_FILE_BYTES // 2**20} MB)"
+        )
+    try:
+        with open(path, "rb") as f:
+            data = f.read(st.st_size + 1)  # +1 shows growth; read(n) allocates n bytes
     except OSError as e:
         return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
     if not data:
         return FileCheck(path, False, "empty file (0 bytes)")
+    if len(data) > st.st_size:
+        return FileCheck(path, False, "file changed while being read; check it again")
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         return FileCheck(path, False, "not an image (content is no known image format)", sha1=sha1)
+    except Image.DecompressionBombError:
+        return FileCheck(path, False, _too_large(0, 0, max_pixels), sha1=sha1)
     except Exception as e:  # Pillow raises many types on garbage headers
         return FileCheck(path, False, f"corrupt or truncated header: {e}", sha1=sha1)
     fmt, mode = image.format or "", image.mode
@@ -187,6 +229,11 @@ def _check_one(path: str) -> FileCheck:
     if fmt not in _FORMAT_EXTENSIONS:
         return FileCheck(
             path, False, f"unsupported image format {fmt}", fmt, mode, width, height, sha1=sha1
+        )
+    if width * height > max_pixels:  # from the header: nothing decoded yet
+        return FileCheck(
+            path, False, _too_large(width, height, max_pixels), fmt, mode, width, height,
+            sha1=sha1,
         )
     orientation = 1
     try:
@@ -201,12 +248,38 @@ def _check_one(path: str) -> FileCheck:
     if width < 1 or height < 1:
         return FileCheck(path, False, "image has no pixels", fmt, mode, width, height, sha1=sha1)
     mismatch = not path.lower().endswith(_FORMAT_EXTENSIONS[fmt])
-    return FileCheck(path, True, "", fmt, mode, width, height, orientation, sha1, mismatch, path)
+    tf_decodes = fmt in ("PNG", *_JPEG_FORMATS) or _tf_decodes(data)
+    return FileCheck(
+        path, True, "", fmt, mode, width, height, orientation, sha1, mismatch, path, tf_decodes
+    )
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> str:
+    size = f"{width}x{height} = {width * height:,} pixels" if width else "too many pixels"
+    return (
+        f"image too large ({size}; the limit is max_pixels={max_pixels:,}, "
+        "pass a larger `max_pixels` to accept it)"
+    )
+
+
+def _tf_decodes(data: bytes) -> bool:
+    """Whether tf.io decodes these (GIF, BMP, WebP) bytes, as the pipeline will try to.
+
+    Pillow reads formats TensorFlow rejects (16-bit RGB555 BMP, some WebP and GIF
+    variants); those are re-encoded to PNG instead of failing in the middle of an epoch.
+    """
+    try:
+        tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
 
 
 def _needs_pillow(check: FileCheck) -> bool:
     # Everything else decodes correctly with tf.io.decode_image (CMYK and progressive JPEG,
     # palette/RGBA/16-bit/gray PNG, GIF first frame, 24/32-bit BMP, WebP): measured.
+    if not check.tf_decodes:
+        return True
     if check.format in _JPEG_FORMATS:
         return check.orientation not in (1, 0)
     if check.format == "BMP":
@@ -254,6 +327,7 @@ def check_files(
     *,
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[FileCheck]:
     """Validates image files once, caching the verdicts, and prepares odd ones for `tf.io`.
 
@@ -261,20 +335,27 @@ def check_files(
     truncated, corrupt and non-image files are found before training. Verdicts are cached in
     `cache_dir/file-checks.json`, keyed by absolute path, size and modification time, so a
     second load of the same folder reads no image. Files TensorFlow would decode wrongly
-    (EXIF-rotated JPEGs, palette BMPs, TIFF) are re-encoded upright to PNG in
-    `cache_dir/converted/`.
+    or not at all (EXIF-rotated JPEGs, palette and 16-bit BMPs, TIFF, any GIF, BMP or WebP
+    that `tf.io` rejects when tried here) are re-encoded upright to PNG in
+    `cache_dir/converted/`, so every file that passes decodes in the pipeline.
+
+    Hostile entries are refused before anything large is read: a FIFO, device or socket
+    (or a link to one) is never opened, a file over 256 MB is refused by its size, and an
+    image whose header announces more than `max_pixels` pixels is refused before decoding.
 
     Args:
         paths: iterable of file paths.
         cache_dir: str, path or `None`. Folder for the cache and the re-encoded files.
             Defaults to `default_cache_dir()`.
         workers: int or `None`. Threads reading files. Defaults to the number of CPUs.
+        max_pixels: int. Largest width * height accepted. Defaults to `MAX_PIXELS`
+            (89,478,485, Pillow's own limit; a 12000 x 12000 image is refused).
 
     Returns:
         A list of `FileCheck`, one per path, in the order given.
 
     Raises:
-        ValueError: if `workers` is not a positive integer.
+        ValueError: if `workers` or `max_pixels` is not a positive integer.
 
     Example:
 
@@ -290,6 +371,10 @@ def check_files(
         raise ValueError(
             f"Expected `workers` to be a positive int or None. Received: workers={workers!r}"
         )
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(
+            f"Expected `max_pixels` to be a positive int. Received: max_pixels={max_pixels!r}"
+        )
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / "file-checks.json"
     cached = _load_cache(cache_file)
@@ -304,18 +389,28 @@ def check_files(
         entry = cached.get(p)
         if entry is not None and stats[p] is not None and entry["stat"] == stats[p]:
             check = FileCheck(**entry["check"])
+            if check.ok and check.width * check.height > max_pixels:
+                results[p] = dataclasses.replace(
+                    check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
+                )
+                continue
             if not check.ok or check.decoded_path == p or os.path.exists(check.decoded_path):
                 results[p] = check
                 continue
         todo.append(p)
     if todo:
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            fresh = list(pool.map(_check_one, todo))
+        from PIL import Image
+
+        with warnings.catch_warnings(), ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            # Pillow warns about large images itself; the verdict's reason says it better.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            fresh = list(pool.map(lambda p: _check_one(p, max_pixels), todo))
         for check in fresh:
             if check.ok and _needs_pillow(check):
                 check = _reencode(check, cache_dir / "converted")
             results[check.path] = check
-            if stats[check.path] is not None:
+            # A refusal by size depends on `max_pixels`: decided again on every call.
+            if stats[check.path] is not None and not check.reason.startswith("image too large"):
                 cached[check.path] = {"stat": stats[check.path], "check": dataclasses.asdict(check)}
         _save_cache(cache_file, cached)
     return [results[p] for p in paths]
