@@ -19,13 +19,14 @@ from tltf.audit import AuditReport, audit
 from tltf.dataset import (
     ImageDataset,
     _check_resize,
+    _check_split_sizes,
     _files_dataset,
     _image_size,
     _split_fractions,
     _stratified_split,
     _validated,
 )
-from tltf.decode import list_image_files
+from tltf.decode import MAX_PIXELS, list_image_files
 from tltf.sources import load_arrays, load_csv, load_tfds
 
 __all__ = [
@@ -58,6 +59,15 @@ def _find_split_folders(root: Path) -> dict[str, Path]:
                 break
     if "train" in found and len(found) > 1:
         return found
+    if found and len(found) == len(_class_folders(root)):
+        # Only split folders (train/ alone, or validation/ without train/): not classes.
+        names = ", ".join(f"{p.name}/" for p in found.values())
+        raise ValueError(
+            f"{root} holds only the split folder(s) {names}, so its classes are ambiguous. "
+            f"Point `path` at {next(iter(found.values()))} (with `validation_split` to hold "
+            f"images out), or add a {'validation' if 'train' in found else 'train'}/ folder "
+            f"with the same class subfolders. Received: path={str(root)!r}"
+        )
     return {}
 
 
@@ -91,6 +101,7 @@ def load_image_folder(
     strict: bool = False,
     cache_dir: str | os.PathLike | None = None,
     max_per_class: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> ImageDataset | tuple[ImageDataset, ...]:
     """Loads a folder with one subfolder of images per class.
 
@@ -117,8 +128,10 @@ def load_image_folder(
         seed: int. Seed of the splits. Defaults to `0`.
         resize: `"stretch"`, `"crop"` (center crop to the aspect ratio) or `"pad"`.
             Antialiased. Defaults to `"stretch"`.
-        class_names: list of str or `None`. Class folders to use, in label order. Defaults
-            to all subfolders, sorted.
+        class_names: list of str or `None`. The class folders, in label order (e.g. the
+            classes a trained model knows). Every subfolder must be among them: a folder
+            that is not raises rather than being silently left out. Defaults to all
+            subfolders, sorted.
         strict: bool. Raise on the first unusable file instead of leaving it out. Defaults
             to `False`.
         cache_dir: str, path or `None`. Where the validation cache and re-encoded files go.
@@ -126,6 +139,9 @@ def load_image_folder(
         max_per_class: int or `None`. Use only the first `max_per_class` files (in sorted
             order) of each class folder of each split, e.g. to try a recipe in seconds
             before the real run. Defaults to `None` (all files).
+        max_pixels: int. Images larger than this (width * height, read from the header
+            before decoding) are left out as too large. Defaults to
+            `tltf.decode.MAX_PIXELS` (89,478,485, Pillow's limit).
 
     Returns:
         An `ImageDataset`, or a tuple `(train, validation[, test])` when splitting (or
@@ -134,8 +150,10 @@ def load_image_folder(
     Raises:
         FileNotFoundError: if `path` is not a folder.
         ValueError: if there are no class folders, only one class, a class folder without a
-            usable image, unusable files with `strict=True`, a `validation_split` for a layout
-            that already has a validation folder, or a bad argument.
+            usable image, a subfolder not in `class_names`, only a `train/` folder, a class
+            with too few images for the requested splits, unusable files with
+            `strict=True`, a `validation_split` for a layout that already has a validation
+            folder, or a bad argument.
 
     Example:
 
@@ -191,17 +209,26 @@ def load_image_folder(
     roots = {"train": class_root} if not splits else splits
     results = {}
     for split, split_root in roots.items():
-        if split != "train":
-            extra = sorted(set(_class_folders(split_root)) - set(names))
-            if extra and class_names is None:
-                raise ValueError(
-                    f"{split_root} has class folders {extra} that {class_root} does not have; "
-                    f"every split needs the same classes. Received: path={str(path)!r}"
-                )
         files, labels, folders = _scan_classes(split_root, names, required=split == "train",
                                                limit=max_per_class)
+        extra = sorted(set(_class_folders(split_root)) - set(names))
+        if extra and class_names is not None:
+            shown = extra[:5] + ([f"and {len(extra) - 5} more"] if len(extra) > 5 else [])
+            raise ValueError(
+                f"{split_root} has class folder(s) {shown} that are not among the classes "
+                f"{names[:10]}{'...' if len(names) > 10 else ''} it is loaded with (e.g. the "
+                "classes a model was trained on), so their images would be left out silently. "
+                "Remove or rename those folders, or give `class_names` that include them. "
+                f"Received: class_names={names[:10]!r}"
+            )
+        if extra and split != "train":
+            raise ValueError(
+                f"{split_root} has class folders {extra} that {class_root} does not have; "
+                f"every split needs the same classes. Received: path={str(path)!r}"
+            )
         files, checks, labels, bad = _validated(
-            files, labels, strict=strict, cache_dir=cache_dir, what=str(split_root)
+            files, labels, strict=strict, cache_dir=cache_dir, what=str(split_root),
+            max_pixels=max_pixels,
         )
         present = set(labels)
         empty = [str(folders[n]) for i, n in enumerate(names) if n in folders and i not in present]
@@ -216,6 +243,11 @@ def load_image_folder(
     out = []
     files, checks, labels, bad = results["train"]
     if fractions:
+        argument = ", ".join(
+            f"{k}={v!r}" for k, v in (("validation_split", validation_split),
+                                      ("test_split", test_split)) if v is not None
+        )
+        _check_split_sizes(labels, names, fractions, str(class_root), argument)
         parts = _stratified_split(np.asarray(labels), fractions, seed)
         for part in parts:
             out.append(

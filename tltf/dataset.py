@@ -16,12 +16,20 @@ import numpy as np
 import tensorflow as tf
 
 from tltf.augment import Policy, batch_augmenter
-from tltf.decode import RESIZE_MODES, _decode_ratio, check_files, decode_image_file, resize_image
+from tltf.decode import (
+    MAX_PIXELS,
+    RESIZE_MODES,
+    _decode_ratio,
+    check_files,
+    decode_image_file,
+    resize_image,
+)
 
 __all__ = ["ImageDataset"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_BYTES = 512 * 2**20  # cap of a shuffle buffer of decoded images
+_MAX_IMAGE_SIZE = 4096  # a side above this is a typo (100000 would need 30 GB per image)
 
 
 class ImageDataset:
@@ -214,7 +222,10 @@ class ImageDataset:
             # decoded images after the cache never serves batches of a single class.
             ds = ds.shuffle(max(len(self), 1), seed=seed, reshuffle_each_iteration=cache is None)
         ds = ds.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
-        # Last resort for a file broken after the validation pass: drop it, keep the epoch.
+        # Last resort for a file broken after the validation pass: drop the (image, label)
+        # pair with a logged warning, keep the epoch. Images and labels stay paired; code that
+        # reports per file (evaluate, predict) reads through `_batches_in_order` instead,
+        # which never drops and names the file.
         ds = ds.ignore_errors(log_warning=True)
         if cache is not None:
             if cache == "memory":
@@ -258,16 +269,20 @@ def _check_resize(resize: str) -> None:
 
 
 def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
+    given = image_size
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
     if (
         not isinstance(image_size, Sequence)
         or len(image_size) != 2
-        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in image_size)
+        or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= _MAX_IMAGE_SIZE
+            for v in image_size
+        )
     ):
         raise ValueError(
-            "Expected `image_size` to be a positive int or a (height, width) pair of positive "
-            f"ints. Received: image_size={image_size!r}"
+            f"Expected `image_size` to be an int or a (height, width) pair of ints between 1 and "
+            f"{_MAX_IMAGE_SIZE}. Received: image_size={given!r}"
         )
     return int(image_size[0]), int(image_size[1])
 
@@ -288,6 +303,20 @@ def _split_fractions(validation_split, test_split) -> list[float]:
             f"Received: validation_split={validation_split!r}, test_split={test_split!r}"
         )
     return fractions
+
+
+def _check_split_sizes(labels, class_names, fractions, what: str, argument: str) -> None:
+    """Every class must have an image in every split: else one error naming the classes."""
+    need = len(fractions) + 1
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+    small = [f"{class_names[c]} ({n})" for c, n in enumerate(counts) if 0 < n < need]
+    if small:
+        shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
+        raise ValueError(
+            f"Splitting {what} needs at least {need} usable images per class (one per split), "
+            f"but class(es) {shown} have fewer. Add images to them, or drop `{argument}` and "
+            f"pass the held-out data separately. Received: {argument}"
+        )
 
 
 def _stratified_split(
@@ -311,7 +340,9 @@ def _stratified_split(
 
 
 def _files_dataset(files, checks, labels, class_names, image_size, resize, skipped) -> ImageDataset:
-    decoded = [c.decoded_path for c in checks]
+    # Bytes, not str: a name that is not UTF-8 (b"caf\xe9.jpg", surrogate-escaped by
+    # os.walk) reaches tf.io.read_file exactly as the file system spells it.
+    decoded = [os.fsencode(c.decoded_path) for c in checks]
     ratios = [_decode_ratio(c, image_size, resize) for c in checks]
     records = tf.data.Dataset.from_tensor_slices(
         (
@@ -335,9 +366,40 @@ def _files_dataset(files, checks, labels, class_names, image_size, resize, skipp
     )
 
 
-def _validated(files: list[str], labels: list[int], *, strict: bool, cache_dir, what: str):
+def _batches_in_order(data: ImageDataset, batch_size: int):
+    """Yields (float32 images, labels) of every element in order; never drops one.
+
+    For results reported per file (evaluation, prediction): a file that cannot be decoded
+    any more (changed after the validation pass) raises a ValueError naming it, instead of
+    being left out and shifting every later file onto the wrong result.
+    """
+    ds = data.dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    done = 0
+    try:
+        for images, labels in ds.prefetch(_AUTOTUNE):
+            yield images, labels
+            done += int(labels.shape[0])
+    except tf.errors.OpError as error:
+        for i, record in enumerate(data._records.skip(done).take(batch_size), start=done):
+            try:
+                data._decode(*record)
+            except tf.errors.OpError:
+                name = data.files[i] if data.files is not None else f"element {i}"
+                reason = str(error.message).strip().splitlines()[0][:200]
+                raise ValueError(
+                    f"Cannot decode {name} although it passed the check when the data was "
+                    f"loaded (did it change since?): {reason}. Load the data again to check it "
+                    f"again, or remove the file. Received: file={name!r}"
+                ) from None
+        raise
+
+
+def _validated(
+    files: list[str], labels: list[int], *, strict: bool, cache_dir, what: str,
+    max_pixels: int = MAX_PIXELS,
+):
     """Runs check_files; returns good (files, checks, labels) and the skipped (path, reason)."""
-    checks = check_files(files, cache_dir=cache_dir)
+    checks = check_files(files, cache_dir=cache_dir, max_pixels=max_pixels)
     bad = [(f, c.reason) for f, c in zip(files, checks, strict=True) if not c.ok]
     if bad and strict:
         listing = "\n".join(f"  {p}: {r}" for p, r in bad)

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tltf.dataset import (
     ImageDataset,
     _check_resize,
+    _check_split_sizes,
     _files_dataset,
     _image_size,
     _split_fractions,
@@ -127,8 +128,15 @@ def load_csv(
     files, checks, labels, bad = _validated(
         files, labels, strict=strict, cache_dir=cache_dir, what="the table"
     )
+    if not files:
+        raise ValueError(
+            f"The table lists no usable image ({len(bad)} file(s) left out, see the warning); "
+            f"there is nothing to train on. Received: source with {len(frame)} row(s)"
+        )
     if not fractions:
         return _files_dataset(files, checks, labels, names, size, resize, bad)
+    _check_split_sizes(labels, names, fractions, "the table",
+                       f"validation_split={validation_split!r}")
     train, val = _stratified_split(np.asarray(labels), fractions, seed)
     return tuple(
         _files_dataset(
@@ -195,6 +203,10 @@ def load_arrays(
         raise ValueError(
             f"Expected one label per image. Received: x.shape={x.shape}, y.shape={y.shape}"
         )
+    if not len(x):
+        raise ValueError(
+            f"Expected at least one image; the arrays are empty. Received: x.shape={x.shape}"
+        )
     names = (
         [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(width)]
     )
@@ -221,6 +233,7 @@ def load_arrays(
 
     if not fractions:
         return make(np.arange(len(x)))
+    _check_split_sizes(y, names, fractions, "the arrays", f"validation_split={validation_split!r}")
     return tuple(make(p) for p in _stratified_split(y, fractions, seed))
 
 
