@@ -25,6 +25,7 @@ __all__ = [
     "EvaluationReport",
     "Mistake",
     "Prediction",
+    "Predictions",
     "TemperatureScaling",
     "calibrate",
     "evaluate",
@@ -253,6 +254,28 @@ class Prediction:
     def score(self) -> float:
         """The probability of the most likely class."""
         return self.scores[0]
+
+
+class Predictions(list):
+    """The list of `Prediction` that `predict` returns, with the files it could not read.
+
+    A plain list of `Prediction` (one per readable image, in input order) that also
+    carries `skipped`, so one bad file never costs the predictions of the others.
+
+    Attributes:
+        skipped: list of (path, reason) of the files left out (corrupt, empty, too large,
+            not a regular file, ...), in input order.
+
+    Example:
+
+    >>> out = Predictions([Prediction(["cat"], [0.9], "a.jpg")], skipped=[("b.jpg", "empty")])
+    >>> [p.file for p in out], out.skipped
+    (['a.jpg'], [('b.jpg', 'empty')])
+    """
+
+    def __init__(self, predictions=(), *, skipped: Sequence[tuple[str, str]] = ()):
+        super().__init__(predictions)
+        self.skipped = list(skipped)
 
 
 def expected_calibration_error(y_true, y_prob, *, num_bins: int = 15) -> float:
@@ -511,12 +534,14 @@ def calibrate(model: keras.Model, data, *, batch_size: int = 32) -> Calibration:
 
 def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
             class_names: Sequence[str] | None = None, batch_size: int = 32,
-            resize: str = "stretch") -> list[Prediction]:
+            resize: str = "stretch") -> Predictions:
     """Labels images or image files with the model's top classes.
 
-    Files are read with the same decoding as training (`tltf.decode`: validated, EXIF
-    orientation applied, any format TensorFlow or Pillow reads), resized to the model's
-    input size; arrays are passed as they are (raw pixels in [0, 255]).
+    Files go through the very pipeline training reads them with (`tltf.decode`: validated,
+    EXIF orientation applied, the same JPEG DCT scale and resize), so the model sees the
+    same pixels for a file here as in `load_image_folder`; arrays are passed as they are
+    (raw pixels in [0, 255]). Files that cannot be read are left out with a warning and
+    listed in the result's `skipped`; the others are still predicted.
 
     Args:
         model: keras.Model. A single-label classifier taking raw pixels.
@@ -530,12 +555,13 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
             `"stretch"`, `"crop"` or `"pad"`. Defaults to `"stretch"`.
 
     Returns:
-        A list of `Prediction` (one per image, in input order; files of a folder in sorted
-        order).
+        A `Predictions` list of `Prediction` (one per readable image, in input order; files
+        of a folder in sorted order) whose `skipped` lists (path, reason) of the others.
 
     Raises:
         FileNotFoundError: if a path does not exist.
-        ValueError: if a file is not a readable image, or `top_k` is not in [1, num_classes] or an array has the wrong shape.
+        ValueError: if no file is a readable image, `top_k` is not in [1, num_classes] or
+            an array has the wrong shape.
 
     Example:
 
@@ -556,16 +582,15 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
         )
     names = list(class_names) if class_names is not None else head.get("class_names")
     names = [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
-    files, images = _read_inputs(model, images_or_paths, resize)
-    results = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+    files, batches, skipped = _read_inputs(model, images_or_paths, resize, batch_size)
+    results = Predictions(skipped=skipped)
+    for chunk in batches:
         probs = _to_probabilities(model(chunk, training=False), head)
-        for j, row in enumerate(probs):
+        for row in probs:
             best = np.argsort(-row, kind="stable")[:top_k]
             results.append(Prediction(labels=[names[b] for b in best],
                                       scores=[float(row[b]) for b in best],
-                                      file=files[start + j] if files else None))
+                                      file=files[len(results)] if files else None))
     return results
 
 
@@ -632,8 +657,10 @@ def _int_labels(labels) -> np.ndarray:
 def _as_batches(data, batch_size):
     """Returns (iterable of (images, labels) batches, files or None, class names or None)."""
     if hasattr(data, "prepare") and hasattr(data, "class_names"):
-        ds = data.prepare(training=False, batch_size=batch_size, cache=None)
-        return ds, getattr(data, "files", None), list(data.class_names)
+        from tltf.dataset import _batches_in_order
+
+        # Never drops an image: results are attributed to `files` by position.
+        return _batches_in_order(data, batch_size), data.files, list(data.class_names)
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         if not isinstance(spec, tuple) or len(spec) < 2:
@@ -747,8 +774,8 @@ def _plain(value):
     return value
 
 
-def _read_inputs(model, images_or_paths, resize):
-    """Returns (file names or None, float32 image batch at the model's input size)."""
+def _read_inputs(model, images_or_paths, resize, batch_size):
+    """Returns (files or None, iterable of float32 image batches, skipped (path, reason))."""
     if isinstance(images_or_paths, (str, os.PathLike)):
         images_or_paths = [images_or_paths]
     if isinstance(images_or_paths, (list, tuple)) and images_or_paths and all(
@@ -759,7 +786,7 @@ def _read_inputs(model, images_or_paths, resize):
                 "The model accepts any input size, so files cannot be resized for it; pass "
                 f"image arrays instead. Received: input shape {tuple(model.inputs[0].shape)}"
             )
-        return _read_files(_expand_paths(images_or_paths), size, resize)
+        return _read_files(_expand_paths(images_or_paths), size, resize, batch_size)
     images = np.asarray(images_or_paths, dtype="float32")
     if images.ndim == 3:
         images = images[None]
@@ -768,27 +795,48 @@ def _read_inputs(model, images_or_paths, resize):
             "`images_or_paths` must be image files, or images of shape (N, H, W, 3) or "
             f"(H, W, 3). Received: array of shape {images.shape}"
         )
-    return None, images
+    return None, [images[i:i + batch_size] for i in range(0, len(images), batch_size)], []
 
 
-def _read_files(files, size, resize):
-    """Decodes files exactly as training does: validated, EXIF-upright, then resized."""
+def _read_files(files, size, resize, batch_size=32):
+    """Returns (readable files, generator of their float32 batches, (path, reason) skipped).
+
+    One decode path: the files become an `ImageDataset` exactly as `load_image_folder`
+    builds it (same check, same JPEG DCT scale, same resize), read in order, none dropped.
+    Unreadable files are left out with a warning; if none is readable, ValueError.
+    """
     import tempfile
+    import warnings
 
-    from tltf.decode import check_files, decode_image_file, resize_image
+    from tltf.dataset import _batches_in_order, _files_dataset
+    from tltf.decode import check_files
 
-    images = []
-    # Re-encoded odd files (EXIF-rotated JPEGs, TIFF) live only as long as this call.
-    with tempfile.TemporaryDirectory(prefix="tltf-predict-") as cache:
-        for check in check_files(files, cache_dir=cache):
-            if not check.ok:
-                raise ValueError(
-                    f"Cannot read image file {check.path}: {check.reason}. Remove or replace "
-                    f"it. Received: path={check.path!r}"
-                )
-            image = decode_image_file(tf.constant(check.decoded_path))
-            images.append(resize_image(image, size, resize).numpy())
-    return files, np.stack(images).astype("float32")
+    # Re-encoded odd files (EXIF-rotated JPEGs, TIFF) live only as long as the reading.
+    tmp = tempfile.TemporaryDirectory(prefix="tltf-predict-")
+    checks = check_files(files, cache_dir=tmp.name)
+    bad = [(c.path, c.reason) for c in checks if not c.ok]
+    good = [(f, c) for f, c in zip(files, checks, strict=True) if c.ok]
+    if bad:
+        listing = "; ".join(f"{p}: {r}" for p, r in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        if not good:
+            tmp.cleanup()
+            raise ValueError(
+                f"None of the {len(files)} file(s) is a readable image: {listing}{more}. "
+                f"Received: path={bad[0][0]!r}"
+            )
+        warnings.warn(f"Left out {len(bad)} unreadable file(s): {listing}{more}", stacklevel=4)
+    data = _files_dataset([f for f, _ in good], [c for _, c in good], [0] * len(good), ["0"],
+                          size, resize, bad)
+
+    def batches():
+        try:
+            for images, _ in _batches_in_order(data, batch_size):
+                yield images
+        finally:
+            tmp.cleanup()
+
+    return data.files, batches(), bad
 
 
 def _expand_paths(paths) -> list[str]:
@@ -802,7 +850,7 @@ def _expand_paths(paths) -> list[str]:
             if not found:
                 raise FileNotFoundError(f"No image files in folder {p}. Received: path={str(p)!r}")
             files.extend(found)
-        elif p.is_file():
+        elif p.exists():  # a FIFO or device given by name: refused by the check, by name
             files.append(str(p))
         else:
             raise FileNotFoundError(f"Image file or folder not found: {p}. Received: path={str(p)!r}")
