@@ -11,8 +11,19 @@ import tensorflow as tf
 from tltf.models import head_of
 
 
-def batched(data, name, *, training, batch_size, seed):
+def batched(data, name, *, training, batch_size, seed, num_classes=None):
+    """Batches of the caller's data; with `num_classes`, labels out of range raise.
+
+    The labels of a `tf.data.Dataset` are checked on its first batch here (a ValueError
+    before any training) and on every later batch by an assertion in the pipeline, so a
+    label 7 for a 2-class model never trains silently as an all-zero target.
+    """
     if hasattr(data, "prepare") and hasattr(data, "class_names"):
+        if not len(data):
+            raise ValueError(
+                f"`{name}` holds no images, so there is nothing to {'train on' if training else 'validate on'}. "
+                f"Check the folder or the split arguments. Received: len({name})=0"
+            )
         return data.prepare(training=training, batch_size=batch_size, seed=seed)
     if not isinstance(data, tf.data.Dataset):
         raise TypeError(
@@ -26,7 +37,54 @@ def batched(data, name, *, training, batch_size, seed):
             "(batch, height, width, 3); batch it with `.batch(batch_size)`. "
             f"Received: {name}.element_spec={spec}"
         )
+    if int(data.cardinality()) == 0:
+        raise ValueError(
+            f"`{name}` is an empty tf.data.Dataset: there is nothing to train on. "
+            f"Received: {name}.cardinality()=0"
+        )
+    if num_classes is not None:
+        data = _checked_labels(data, name, int(num_classes))
     return data
+
+
+def _label_error(name, labels, num_classes):
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        if labels.shape[1] == num_classes:
+            return None
+        return (f"`{name}` has one-hot labels of width {labels.shape[1]} for a "
+                f"{num_classes}-class model. Received: label width={labels.shape[1]}")
+    labels = labels.reshape(-1).astype(np.int64)
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if not bad.size:
+        return None
+    return (f"`{name}` has label {int(bad[0])}, but the model has {num_classes} classes (labels "
+            f"0 to {num_classes - 1}); fix the labels or build the model with more classes. "
+            f"Received: label={int(bad[0])}, num_classes={num_classes}")
+
+
+def check_labels(name, labels, num_classes):
+    """Raises a ValueError when a label does not fit a `num_classes`-class model."""
+    message = _label_error(name, labels, num_classes)
+    if message:
+        raise ValueError(message)
+
+
+def _checked_labels(data, name, num_classes):
+    for _, labels in data.take(1):  # one batch, eagerly: a clear error before training
+        check_labels(name, labels, num_classes)
+    if data.element_spec[1].shape.rank != 1:
+        return data
+
+    def check(images, labels):
+        ints = tf.cast(labels, tf.int64)
+        ok = tf.reduce_all((ints >= 0) & (ints < num_classes))
+        with tf.control_dependencies([tf.debugging.Assert(ok, [
+                f"`{name}` has a label outside 0..{num_classes - 1} for a {num_classes}-class "
+                "model. Received: labels=", ints], summarize=8)]):
+            return tf.identity(images), labels
+
+    return data.map(check)
 
 
 def num_batches(ds) -> int:
@@ -57,6 +115,7 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     source = batched(train, "train", training=False, batch_size=batch_size, seed=seed) if hasattr(
         train, "prepare") else train_ds
     x, y = features(extractor, source)
+    check_labels("train", y, int(model.outputs[0].shape[-1]))
     n = len(y)
     if verbose not in (0, "0"):
         print(f"Phase 1: cached backbone features of {n} training images "
@@ -66,6 +125,7 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     va = None
     if val_ds is not None:
         vx, vy = features(extractor, val_ds)
+        check_labels("val", vy, int(model.outputs[0].shape[-1]))
         va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
@@ -80,6 +140,9 @@ def features(extractor, ds):
     for images, labels in ds:
         xs.append(np.asarray(run(images)))
         ys.append(np.asarray(labels))
+    if not xs:
+        raise ValueError("The data set is empty: there is nothing to train on. "
+                         "Received: 0 batches")
     return np.concatenate(xs), np.concatenate(ys)
 
 
