@@ -328,10 +328,14 @@ def _head_names(model):
 
 
 def _cmd_predict(args) -> int:
+    import warnings
+
     from tltf.evaluate import predict
 
     model = _load_model(args.model)
-    results = predict(model, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    with warnings.catch_warnings():  # the skipped files are listed below, one line each
+        warnings.simplefilter("ignore")
+        results = predict(model, args.images, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         _say(json.dumps([{"file": r.file, "labels": r.labels, "scores": r.scores}
                          for r in results], indent=2))
@@ -339,7 +343,9 @@ def _cmd_predict(args) -> int:
         for r in results:
             guesses = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores, strict=True))
             _say(f"{r.file}\t{guesses}")
-    return 0
+    for path, reason in results.skipped:
+        print(f"tltf: warning: skipped {path}: {reason}", file=sys.stderr)
+    return 0 if results else 1
 
 
 def _cmd_export(args) -> int:

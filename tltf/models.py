@@ -429,6 +429,9 @@ def _policy_scope(policy):
         keras.config.set_dtype_policy(previous)
 
 
+_MAX_IMAGE_SIZE = 4096  # as tltf.dataset: a larger side is a typo
+
+
 def _as_size(image_size) -> tuple[int, int]:
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         size = (int(image_size), int(image_size))
@@ -438,6 +441,11 @@ def _as_size(image_size) -> tuple[int, int]:
     else:
         raise ValueError(
             "`image_size` must be an int or a (height, width) pair of ints. "
+            f"Received: image_size={image_size!r}"
+        )
+    if not all(1 <= s <= _MAX_IMAGE_SIZE for s in size):  # 100000 would hang, not fail
+        raise ValueError(
+            f"`image_size` must be between 1 and {_MAX_IMAGE_SIZE} pixels per side. "
             f"Received: image_size={image_size!r}"
         )
     return size
