@@ -9,6 +9,11 @@ Layout of `directory/checkpoints/`:
   optimizer state (moments, iteration count, hence the learning-rate schedule position).
 - `best.npz`: the weights of the whole classifier at the best epoch so far.
 - `phase1.npz`: the weights of the whole classifier at the end of phase 1.
+- `final.npz`: the weights the classifier ends the run with; written when the run finishes,
+  so that resuming a finished run gives back exactly that model.
+
+`state.json` also records what model the run trains (`model_identity`): resuming with another
+backbone, input size or class order is refused instead of loading weights under new names.
 
 A process killed at any instant (even `kill -9`) leaves either the previous or the new
 checkpoint, never a torn one.
@@ -16,6 +21,7 @@ checkpoint, never a torn one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -24,9 +30,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-__all__ = ["RunState", "PhaseCheckpoint", "save_arrays", "load_arrays", "write_text"]
+__all__ = [
+    "RunState",
+    "PhaseCheckpoint",
+    "check_same_model",
+    "load_arrays",
+    "model_identity",
+    "save_arrays",
+    "write_text",
+]
 
 STATE_FILE = "state.json"
+FINAL_WEIGHTS = "final.npz"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -85,7 +100,7 @@ def load_arrays(path: Path) -> list[np.ndarray]:
     >>> load_arrays(path)[0].tolist()
     [0, 1, 2]
     """
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:  # never unpickle: a run folder may be a stranger's
         return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
@@ -105,17 +120,83 @@ class RunState:
     wait: int = 0
     weights_file: str | None = None
     train_kind: str | None = None
+    finished: bool = False
+    model: dict = field(default_factory=dict)
+
+    @staticmethod
+    def exists(folder: Path) -> bool:
+        return (Path(folder) / STATE_FILE).is_file()
 
     @classmethod
     def load(cls, folder: Path) -> RunState | None:
         path = folder / STATE_FILE
         if not path.is_file():
             return None
-        with open(path) as f:
-            return cls(**json.load(f))
+        try:
+            with open(path) as f:
+                values = json.load(f)
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(
+                f"The checkpoint state {path} cannot be read ({e}); it was not written by this "
+                f"version of tltf or was damaged. Start a new run. Received: path={str(path)!r}"
+            ) from None
 
     def save(self, folder: Path) -> None:
         write_text(folder / STATE_FILE, json.dumps(asdict(self), indent=1))
+
+
+def model_identity(model: keras.Model) -> dict:
+    """What makes a run's weights mean something: backbone, input size and class names.
+
+    Recorded in a run's `state.json` and compared when the run is resumed.
+
+    Example:
+
+    >>> import tltf
+    >>> model = tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
+    ...                               class_names=["cat", "dog"])
+    >>> model_identity(model)["class_names"]
+    ['cat', 'dog']
+    """
+    from tltf.models import head_of, spec_of
+
+    identity = {
+        "input_shape": [None if d is None else int(d) for d in model.inputs[0].shape[1:]],
+        "num_classes": int(model.outputs[0].shape[-1]),
+        "weight_shapes": [list(map(int, w.shape)) for w in model.weights],
+    }
+    try:
+        spec = spec_of(model)
+        identity["backbone"] = spec.name if spec is not None else None
+        identity["class_names"] = list(head_of(model).class_names or []) or None
+    except (ValueError, KeyError):  # a model not built by tltf: shapes are all there is
+        pass
+    return identity
+
+
+def check_same_model(recorded: dict, current: dict, directory) -> None:
+    """Raises `ValueError` naming both values when `current` is not the model of the run.
+
+    Example:
+
+    >>> check_same_model({"class_names": ["cat", "dog"]}, {"class_names": ["dog", "cat"]},
+    ...                  "runs/1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Cannot resume the run in runs/1: it trained a model with class_names=['cat', 'dog'], ...
+    """
+    for key in ("backbone", "input_shape", "num_classes", "class_names", "weight_shapes"):
+        if key in recorded and key in current and recorded[key] != current[key]:
+            before, now = recorded[key], current[key]
+            if key == "weight_shapes":
+                before, now = f"{len(before)} weights", f"{len(now)} weights of other shapes"
+            raise ValueError(
+                f"Cannot resume the run in {directory}: it trained a model with {key}={before!r}, "
+                f"but this model has {key}={now!r}. Build the model as that run did, or start a "
+                f"new run (overwrite=True, or another directory). Received: {key}={now!r}"
+            )
 
 
 class PhaseCheckpoint(keras.callbacks.BackupAndRestore):

@@ -34,7 +34,16 @@ from tltf._train_data import (
     num_batches,
     with_cardinality,
 )
-from tltf.checkpoint import PhaseCheckpoint, RunState, load_arrays, save_arrays, write_text
+from tltf.checkpoint import (
+    FINAL_WEIGHTS,
+    PhaseCheckpoint,
+    RunState,
+    check_same_model,
+    load_arrays,
+    model_identity,
+    save_arrays,
+    write_text,
+)
 from tltf.freeze import freeze_backbone, parse_unfreeze
 from tltf.freeze import unfreeze as unfreeze_layers
 from tltf.models import backbone_of, compile_classifier, spec_of
@@ -103,6 +112,7 @@ def fine_tune(
     cache_features: bool | str = "auto",
     directory: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     mixed_precision: str = "auto",
     jit_compile: bool | str = "auto",
     strategy: tf.distribute.Strategy | None = None,
@@ -154,7 +164,13 @@ def fine_tune(
             phase 1. `"auto"`: when the model has no augmentation layer. Defaults to `"auto"`.
         directory: str, Path or None. Run folder for checkpoints (every epoch, atomic) and
             `logs/history.csv`. None writes nothing (no resume). Defaults to None.
-        resume: bool. Continue the run saved in `directory`. Defaults to `False`.
+        resume: bool. Continue the run saved in `directory`. The run must have been made
+            with the same model (backbone, input size, class names in the same order):
+            anything else raises, naming both values. Resuming a finished run trains nothing
+            and leaves the model with the run's final weights. Defaults to `False`.
+        overwrite: bool. Start a new run in a `directory` that holds an earlier run's
+            checkpoints, deleting them. Without it (and without `resume`) such a directory
+            is refused, so a run is never lost by accident. Defaults to `False`.
         mixed_precision: str. `"auto"`, `"float32"`, `"float16"` or `"bfloat16"` (see
             `tltf.runtime.resolve_mixed_precision`). Defaults to `"auto"`.
         jit_compile: bool or `"auto"` (see `tltf.runtime.resolve_jit_compile`). Defaults to
@@ -172,7 +188,10 @@ def fine_tune(
     Raises:
         ValueError: bad epochs, learning rates, batch size, `unfreeze`, `class_weight`,
             `cache_features` with an augmentation layer, `resume` without `directory` or
-            without a checkpoint there, or data that is not batched `(images, labels)`.
+            without a checkpoint there, `resume` with a model other than the run's, or data
+            that is not batched `(images, labels)`.
+        FileExistsError: `directory` holds an earlier run and neither `resume` nor
+            `overwrite` is set.
         FloatingPointError: the loss became NaN or infinite; the model is left with the best
             weights so far and the last good checkpoint stays on disk.
 
@@ -216,7 +235,16 @@ def fine_tune(
     # "input ran out of data" warning it gives for a dataset of unknown size.
     train_ds = with_cardinality(train_ds)
     val_ds = None if val_ds is None else with_cardinality(val_ds)
-    run = _Run(work, directory, resume, strategy, verbose, callbacks, early_stopping)
+    run = _Run(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping)
+    if run.state.finished and not (run.remaining(1, head_epochs)
+                                   or run.remaining(2, finetune_epochs)):
+        # A finished run stays finished: the model gets its final weights, nothing trains.
+        run.restore_final()
+        if work is not model:
+            model.set_weights(work.get_weights())
+        if getattr(model, "optimizer", None) is None:  # compiled, as fine_tune leaves a model
+            compile_classifier(model, label_smoothing=label_smoothing)
+        return run.result(model, cached)
     fit_kwargs = dict(class_weight=class_weight, jit=jit, label_smoothing=label_smoothing)
 
     if run.remaining(1, head_epochs):
@@ -237,6 +265,7 @@ def fine_tune(
         multipliers = _lr_multipliers(work, unfreeze, discriminative_lr)
         run.fit_phase(2, work, train_ds, val_ds, finetune_epochs, lr, multipliers, **fit_kwargs)
     run.end_phase(2)
+    run.finish()
     if work is not model:
         model.set_weights(work.get_weights())
     return run.result(model, cached)
@@ -247,7 +276,8 @@ def fine_tune(
 
 
 class _Run:
-    def __init__(self, model, directory, resume, strategy, verbose, callbacks, early_stopping):
+    def __init__(self, model, directory, resume, overwrite, strategy, verbose, callbacks,
+                 early_stopping):
         self.model = model
         self.strategy = strategy
         self.verbose = verbose
@@ -271,13 +301,20 @@ class _Run:
                         "(no state.json). Run once without resume, or point `directory` at a "
                         f"previous run. Received: directory={str(directory)!r}"
                     )
+                check_same_model(state.model, model_identity(model), self.directory)
+            elif not overwrite and RunState.exists(self.ckpt_dir):
+                raise FileExistsError(
+                    f"{self.directory} holds the checkpoints of an earlier run; a new run would "
+                    "delete them. Pass resume=True to continue it, overwrite=True to start "
+                    f"over, or another directory. Received: directory={str(directory)!r}"
+                )
             if self.writes:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 if not resume:  # a fresh run: a stale state must never be resumed later
-                    (self.ckpt_dir / "state.json").unlink(missing_ok=True)
-                    (self.ckpt_dir / "best.npz").unlink(missing_ok=True)
-        self.state = state or RunState()
+                    for name in ("state.json", "best.npz", "phase1.npz", FINAL_WEIGHTS):
+                        (self.ckpt_dir / name).unlink(missing_ok=True)
+        self.state = state or RunState(model=model_identity(model))
         if state is not None and state.best_epoch is not None and (self.ckpt_dir / "best.npz").exists():
             self.best_weights = load_arrays(self.ckpt_dir / "best.npz")
 
@@ -343,6 +380,24 @@ class _Run:
             if phase == 1:
                 save_arrays(self.ckpt_dir / "phase1.npz", self.model.get_weights())
             state.save(self.ckpt_dir)
+
+    def finish(self) -> None:
+        """Records the weights the model ends with, so that resuming a finished run keeps them."""
+        state = self.state
+        state.finished = True
+        if self.writes:
+            save_arrays(self.ckpt_dir / FINAL_WEIGHTS, self.model.get_weights())
+            state.save(self.ckpt_dir)
+
+    def restore_final(self) -> None:
+        path = self.ckpt_dir / FINAL_WEIGHTS
+        if not path.is_file():
+            raise ValueError(
+                f"The run in {self.directory} is marked finished but {path} is missing, so its "
+                "final weights cannot be restored. Load the model saved by that run instead. "
+                f"Received: directory={str(self.directory)!r}"
+            )
+        self.model.set_weights(load_arrays(path))
 
     def result(self, model, cached) -> FineTuneResult:
         rows = self.state.rows
