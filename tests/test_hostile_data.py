@@ -287,6 +287,9 @@ def test_out_of_range_label_in_tf_data_raises(tmp_path):
     model = tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     with pytest.raises(ValueError, match="has label 7, but the model has 2 classes"):
         tltf.fine_tune(model, ds, head_epochs=1, finetune_epochs=0, verbose=0)
+    with pytest.raises(ValueError, match="has label 7, but the model has 2 classes"):
+        tltf.fine_tune(model, ds, head_epochs=1, finetune_epochs=0, cache_features=False,
+                       verbose=0)
 
 
 # 9. Empty or too-small data: one error that says what to change.

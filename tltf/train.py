@@ -228,9 +228,11 @@ def fine_tune(
         )
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
     class_weight = class_weight_of(class_weight, train)
-    train_ds = batched(train, "train", training=True, batch_size=global_batch, seed=seed)
-    val_ds = None if val is None else batched(val, "val", training=False,
-                                               batch_size=global_batch, seed=seed)
+    num_classes = int(work.outputs[0].shape[-1])
+    train_ds = batched(train, "train", training=True, batch_size=global_batch, seed=seed,
+                       num_classes=num_classes)
+    val_ds = None if val is None else batched(val, "val", training=False, batch_size=global_batch,
+                                               seed=seed, num_classes=num_classes)
     # Known sizes: raises on an infinite dataset, counts at most once, and spares Keras the
     # "input ran out of data" warning it gives for a dataset of unknown size.
     train_ds = with_cardinality(train_ds)
