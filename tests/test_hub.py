@@ -141,7 +141,9 @@ def test_keras_round_trip_after_training(tf2_with_training, tmp_path):
     path = tmp_path / "hub_model.keras"
     model.save(path)
 
-    loaded = keras.saving.load_model(path)
+    # A local SavedModel runs its graph when loaded: the user opts in (tests/
+    # test_hostile_loading.py shows the refusal without it).
+    loaded = tltf.load_model(path, trust_hub_handles=[tf2_with_training])
     assert _hub_layer(loaded).get_config()["handle"] == tf2_with_training
     x = _images(4, seed=1)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
@@ -273,7 +275,7 @@ def test_handle_resolves_through_the_hub_cache(hub_module_dir, tmp_path, monkeyp
 def test_tf1_module_round_trips_through_keras_file(hub_module_dir, tmp_path):
     model = tltf.build_classifier(f"hub:{hub_module_dir}", 2)
     model.save(tmp_path / "tf1.keras")
-    loaded = keras.saving.load_model(tmp_path / "tf1.keras")
+    loaded = keras.saving.load_model(tmp_path / "tf1.keras", safe_mode=False)
     x = _images(2, 128)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
@@ -320,8 +322,10 @@ def test_several_outputs_need_output_key(tmp_path):
 
 
 def test_unknown_remote_handle_is_refused_in_safe_mode():
+    config = {"module": "tltf.hub", "class_name": "HubLayer", "registered_name": "tltf>HubLayer",
+              "config": {"handle": "https://example.com/model.tar.gz"}}
     with pytest.raises(ValueError, match="safe_mode=False"):
-        HubLayer.from_config({"handle": "https://example.com/model.tar.gz"})
+        keras.saving.deserialize_keras_object(config)  # safe mode, as in load_model
 
 
 @pytest.mark.slow

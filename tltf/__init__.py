@@ -12,7 +12,7 @@ from tltf.data import ImageDataset, audit, load_arrays, load_csv, load_image_fol
 from tltf.evaluate import EvaluationReport, calibrate, evaluate, predict
 from tltf.export import export_best, export_saved_model, export_tflite, verify_tflite
 from tltf.hub import HubLayer, hub_backbone
-from tltf.models import build_classifier, compile_classifier
+from tltf.models import build_classifier, compile_classifier, load_model
 from tltf.train import FineTuneResult, fine_tune, freeze_backbone, unfreeze
 from tltf.tune import TransferHyperModel, search
 
@@ -40,6 +40,7 @@ __all__ = [
     "load_arrays",
     "load_csv",
     "load_image_folder",
+    "load_model",
     "load_tfds",
     "predict",
     "register_backbone",

@@ -10,12 +10,15 @@ train them like any other layer. This is the only tltf module that imports
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tltf import _compat
 from tltf.backbones import BackboneSpec, register_backbone
 
 __all__ = ["HubLayer", "hub_backbone"]
@@ -41,6 +44,10 @@ class HubLayer(keras.layers.Layer):
 
     The handle (not the weights) is kept in the layer config, and the weights are saved as
     Keras weights, so a model saved as `.keras` loads again wherever the handle resolves.
+    Loading the handle runs the SavedModel's graph, so in Keras' safe mode (the default of
+    `keras.saving.load_model`) a handle from a config is refused unless it is a well-known
+    tfhub.dev handle; opt in with `tltf.load_model(path, trust_hub_handles=[...])` or
+    `safe_mode=False`. Cloning a live model in memory is never refused.
 
     Args:
         handle: str. A tfhub.dev or Kaggle Models URL, or a local SavedModel directory.
@@ -259,7 +266,7 @@ class HubLayer(keras.layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)
         config.update(
-            handle=self.handle,
+            handle=_FromLiveLayer(self.handle),
             signature=self.signature,
             output_key=self.output_key,
             pooling=self.pooling,
@@ -439,25 +446,90 @@ def _fixed_size(spec) -> tuple[int, int] | None:
 
 
 def _check_safe_to_load(handle) -> None:
-    """Loading a `.keras` file must not fetch and run an arbitrary remote SavedModel.
+    """A `.keras` file from a stranger must not run code: refuses to load `handle` in safe mode.
 
-    Like `keras.layers.TFSMLayer`, a remote handle from a model config is only loaded
-    outside Keras' safe mode, unless it is one of the well-known handles registered below.
-    Local directories are the user's own files and always load.
+    Loading a hub handle runs its SavedModel's graph, which may do anything a TensorFlow op
+    can (write files, read secrets). So, like `keras.layers.TFSMLayer`, while Keras
+    deserializes in safe mode (the default of `keras.saving.load_model`) a handle from a model
+    config is refused, local or remote, unless it is one of the well-known tfhub.dev handles
+    registered below or the caller trusts it (`tltf.load_model(path, trust_hub_handles=...)`).
+    Building and cloning layers in memory is not deserialization and is never refused.
     """
-    if handle is None or "://" not in str(handle) or handle in _KNOWN_HANDLES:
+    if isinstance(handle, _FromLiveLayer) or handle is None:
         return
-    try:
-        from keras.src.saving.serialization_lib import in_safe_mode
-    except ImportError:  # pragma: no cover - other Keras 3 layouts
+    if str(handle) in _KNOWN_HANDLES or _is_trusted(str(handle)):
         return
-    if in_safe_mode() is not False:
-        raise ValueError(
-            f"This model loads the TF Hub model '{handle}' from the network, which runs its "
-            "graph; Keras' safe mode refuses that for handles tltf does not know. If you "
-            "trust the source, load with `keras.saving.load_model(path, safe_mode=False)`. "
-            f"Received: handle={handle!r}"
+    if _compat.in_safe_mode():
+        raise _RefusedHandle(handle)
+
+
+class _FromLiveLayer(str):
+    """A handle as the `get_config` of a layer alive in this process returns it.
+
+    That layer already loaded the SavedModel, by the user's choice, so cloning it in memory
+    (`keras.models.clone_model`, `Model.from_config(model.get_config())`, which Keras runs
+    in safe mode too) loads nothing new and is allowed. Saving writes JSON, which keeps only
+    the plain string, so a config read from a file never carries this mark.
+    """
+
+    __slots__ = ()
+
+
+class _RefusedHandle(ValueError):
+    """The refusal of `_check_safe_to_load`; `handle` lets the CLI name its own opt-in flag."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        text = str(handle)
+        self.shown = text if len(text) <= 200 else text[:197] + "..."  # a file may hold 1 MB
+        super().__init__(
+            f"Refusing to load the TF Hub/SavedModel handle '{self.shown}' named in this "
+            "model's config: loading it would run the SavedModel's graph, which can execute "
+            "arbitrary TensorFlow ops, and safe mode allows only the well-known tfhub.dev "
+            "handles. If you trust the file and the SavedModel (also when you saved the model "
+            f"yourself), load it with `tltf.load_model(path, trust_hub_handles=[{self.shown!r}])`"
+            " or `keras.saving.load_model(path, safe_mode=False)`. "
+            f"Received: handle={self.shown!r}"
         )
+
+
+# Handles the caller of `tltf.load_model` trusts, for the duration of that call only. A
+# context variable rather than a global, so the trust never outlives the call nor leaks into
+# another thread's load.
+_TRUSTED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "tltf_trusted_hub_handles", default=())
+
+
+@contextlib.contextmanager
+def _trusting(handles):
+    token = _TRUSTED.set(tuple(str(h) for h in handles))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _is_trusted(handle: str) -> bool:
+    trusted = _TRUSTED.get()
+    if handle in trusted:
+        return True
+    if "://" in handle:
+        return False
+    # A local directory may be written './hub_model' in one place and 'hub_model' in another.
+    real = os.path.realpath(handle)
+    return any("://" not in t and os.path.realpath(t) == real for t in trusted)
+
+
+def _check_backbone_name(name) -> None:
+    """`spec_of` resolves a saved `"hub:<handle>"` backbone name by loading the handle, so
+    a config that names an unregistered one is held to the rule of `_check_safe_to_load`."""
+    from tltf.backbones import list_backbones
+
+    if isinstance(name, _FromLiveLayer):
+        return
+    if isinstance(name, str) and name.strip().startswith("hub:") and (
+            name.strip() not in list_backbones()):
+        _check_safe_to_load(name.strip()[len("hub:"):])
 
 
 # The well-known hub image backbones ---------------------------------------------------------
