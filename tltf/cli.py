@@ -84,30 +84,72 @@ def load_config(path: str | os.PathLike) -> dict[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}. Received: config={str(path)!r}")
+    size = path.stat().st_size
+    if size > _MAX_CONFIG_BYTES:
+        raise ValueError(f"Config file {path} is {size} bytes; a run config is a few lines, at "
+                         f"most {_MAX_CONFIG_BYTES} bytes. Received: config={str(path)!r}")
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"Config file {path} is not valid YAML: {str(e).splitlines()[0]}. "
+        config = yaml.load(path.read_bytes().decode("utf-8"), Loader=_config_loader()) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"Config file {path} is not text (not UTF-8); give a YAML file. "
+                         f"Received: config={str(path)!r}") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        reason = str(e).splitlines()[0] if isinstance(e, yaml.YAMLError) else "nested too deep"
+        raise ValueError(f"Config file {path} is not valid YAML: {reason[:200]}. "
                          f"Received: config={str(path)!r}") from None
     if not isinstance(config, dict):
         raise ValueError(f"Config file {path} must be a mapping of sections "
                          f"{sorted(_CONFIG_SECTIONS)}. Received: {type(config).__name__}")
     for section, values in config.items():
         if section not in _CONFIG_SECTIONS:
-            raise ValueError(f"Unknown config section '{section}' in {path}; expected one of "
-                             f"{sorted(_CONFIG_SECTIONS)}. Received: section={section!r}")
+            raise ValueError(f"Unknown config section {_short(section)} in {path}; expected one "
+                             f"of {sorted(_CONFIG_SECTIONS)}. Received: section={_short(section)}")
         if not isinstance(values, dict):
             raise ValueError(f"Config section '{section}' in {path} must be a mapping of "
-                             f"argument names to values. Received: {section}={values!r}")
+                             f"argument names to values. Received: {section}={_short(values)}")
         allowed = _allowed_keys(section, values)
         for key in values:
             if key not in allowed:
                 raise ValueError(
-                    f"Unknown key '{key}' in section '{section}' of {path}; it maps onto "
+                    f"Unknown key {_short(key)} in section '{section}' of {path}; it maps onto "
                     f"{_CONFIG_SECTIONS[section]}, whose arguments are {sorted(allowed)}. "
-                    f"Received: {section}.{key}={values[key]!r}"
+                    f"Received: {section}.{str(key)[:60]}={_short(values[key])}"
                 )
     return {section: dict(config.get(section) or {}) for section in _CONFIG_SECTIONS}
+
+
+# A run config is a few lines; anything bigger is a mistake or an attack (a YAML bomb).
+_MAX_CONFIG_BYTES = 1_000_000
+
+
+def _config_loader():
+    """`yaml.SafeLoader` that also refuses aliases (`*name`).
+
+    A run config never needs them, and a kilobyte of nested aliases ("billion laughs")
+    expands into billions of values, which any error message that shows them would print.
+    """
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"line {mark.line + 1}: YAML aliases (*name) are not allowed "
+                    "in a run config; write the value out", mark)
+            return super().compose_node(parent, index)
+
+    return ConfigLoader
+
+
+def _short(value) -> str:
+    """A repr bounded to 80 characters, so an error message stays one short line."""
+    import reprlib
+
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = 60
+    text = shown.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _allowed_keys(section: str, values: dict) -> set[str]:
@@ -163,16 +205,51 @@ def _data_args(source: str, image_size, extra: dict) -> dict:
     return args
 
 
-def _load_model(path: str):
-    import keras
-
-    import tltf.evaluate  # noqa: F401  (registers TemperatureScaling for loading)
+def _load_model(path: str, trust_model_code: bool = False):
+    """Loads in Keras' safe mode: a stranger's file runs no code (lambdas, SavedModel graphs)."""
+    from tltf.hub import _RefusedHandle
+    from tltf.models import load_model
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}. Give a .keras file written by "
                                 f"`tltf train` or `model.save`. Received: model={str(path)!r}")
-    return keras.saving.load_model(path)
+    try:
+        return load_model(path, safe_mode=not trust_model_code)
+    except ValueError as error:
+        refused = _find_cause(error, _RefusedHandle)
+        if refused is not None:
+            raise UserError(
+                f"Refusing to load {path}: it names the SavedModel '{refused.shown}', and "
+                "loading it would run that SavedModel's graph (arbitrary TensorFlow ops). If you "
+                f"trust the file and the SavedModel, add --trust-model-code. "
+                f"Received: handle={refused.shown!r}"
+            ) from None
+        if "safe_mode=False" in str(error):  # Keras' own refusal, e.g. of a Python lambda
+            raise UserError(
+                f"Refusing to load {path}: it holds code that Keras' safe mode does not run (such "
+                "as a Python lambda). If you trust the file, add --trust-model-code. "
+                f"Received: model={str(path)!r}"
+            ) from None
+        raise
+
+
+def _trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-model-code", action="store_true",
+        help="load the model outside Keras' safe mode, so it may run code: Python lambdas and "
+             "the graphs of the SavedModels (local or TF Hub) its config names. Only for files "
+             "you trust")
+
+
+def _find_cause(error: BaseException | None, kind: type) -> BaseException | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _image_size_of(model) -> tuple[int, int]:
@@ -304,7 +381,7 @@ def _cmd_evaluate(args) -> int:
     import tltf
     from tltf.evaluate import evaluate
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.trust_model_code)
     names = _head_names(model)
     path = Path(args.data)
     if not path.is_dir():
@@ -332,7 +409,7 @@ def _cmd_predict(args) -> int:
 
     from tltf.evaluate import predict
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.trust_model_code)
     with warnings.catch_warnings():  # the skipped files are listed below, one line each
         warnings.simplefilter("ignore")
         results = predict(model, args.images, top_k=args.top_k, batch_size=args.batch_size)
@@ -352,7 +429,7 @@ def _cmd_export(args) -> int:
     import tltf
     from tltf.export import export_tflite
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.trust_model_code)
     size = _image_size_of(model)
     names = _head_names(model)
 
@@ -453,6 +530,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "last split: test, else validation)")
     p.add_argument("--out", help="folder for report.html, report.json and the figures")
     p.add_argument("--batch-size", type=int, default=32)
+    _trust_flag(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = command("predict", "label image files with a saved model",
@@ -462,6 +540,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="classes to show per image")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    _trust_flag(p)
     p.set_defaults(func=_cmd_predict)
 
     p = command("export", "convert a saved model to .tflite (optionally quantized and verified)",
@@ -475,6 +554,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-data", help="labelled folder: compare the .tflite with Keras on it")
     p.add_argument("--max-accuracy-drop", type=float, default=0.01,
                    help="fidelity gate for --verify-data (default 0.01)")
+    _trust_flag(p)
     p.set_defaults(func=_cmd_export)
 
     p = command("tune", "search fine-tuning settings with KerasTuner",
