@@ -267,7 +267,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                                                  self.weights, self.seed)
             weights_file = folder / "head.npz"
             if weights_file.is_file():
-                with np.load(weights_file) as saved:
+                with np.load(weights_file, allow_pickle=False) as saved:  # never unpickle
                     head.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
                 return {"head_reused": True, "head_dir": str(folder)}
         t1 = time.perf_counter()
