@@ -41,8 +41,8 @@ _CONFIG_SECTIONS = {
 # Arguments the command fills in itself, so a config may not set them.
 _DERIVED = {
     "model": {"num_classes", "class_names"},
-    "train": {"model", "train", "val", "directory", "resume"},
-    "export": {"model", "path", "representative_data", "validation_data"},
+    "train": {"model", "train", "val", "directory", "resume", "overwrite"},
+    "export": {"model", "path", "representative_data", "validation_data", "overwrite"},
 }
 
 
@@ -293,11 +293,7 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    import yaml
-
-    import tltf
-    from tltf.evaluate import evaluate
-    from tltf.train import fine_tune
+    from tltf.run import train_run
 
     out = Path(args.out)
     saved_config = out / "config.yaml"
@@ -308,11 +304,9 @@ def _cmd_train(args) -> int:
         args.config = str(saved_config)
     config = load_config(args.config) if args.config else {s: {} for s in _CONFIG_SECTIONS}
     data_cfg = _data_args(args.data, args.image_size, config["data"])
-    if "path" not in data_cfg and "name" not in data_cfg:
-        raise UserError("No data given: pass --data FOLDER (or tfds:NAME), or set `data.path` "
-                        "in the config. Received: data=None")
-    if "name" not in data_cfg:
-        data_cfg.setdefault("validation_split", args.validation_split)
+    if "path" in data_cfg and "validation_split" not in data_cfg:
+        if not _is_split_folder(data_cfg["path"]):
+            data_cfg["validation_split"] = args.validation_split
     data_cfg.setdefault("seed", args.seed)
     model_cfg = dict(config["model"])
     for key, value in (("backbone", args.backbone), ("weights", args.weights)):
@@ -327,54 +321,19 @@ def _cmd_train(args) -> int:
     export_cfg = dict(config["export"])
     if args.tflite:
         export_cfg["quantization"] = args.tflite
-    out.mkdir(parents=True, exist_ok=True)
-    saved_config.write_text(yaml.safe_dump(
-        {"data": data_cfg, "model": model_cfg, "train": train_cfg, "export": export_cfg},
-        sort_keys=False))
-
-    _say(f"loading data from {data_cfg.get('path') or 'tfds:' + data_cfg['name']}")
-    train, val, test = _load_data(data_cfg)
-    _say(f"{len(train)} training images in {train.num_classes} classes {train.class_names}"
-         + (f", {len(val)} validation images" if val is not None else ""))
-    if "image_size" in data_cfg:
-        model_cfg.setdefault("image_size", data_cfg["image_size"])
-    model = tltf.build_classifier(num_classes=train.num_classes, class_names=train.class_names,
-                                  **model_cfg)
-    result = fine_tune(model, train, val, directory=out, resume=args.resume,
-                       verbose=1, **train_cfg)
-    model = result.model
-    if args.calibrate:
-        if val is None:
-            raise UserError("--calibrate fits a temperature on validation data, but there is "
-                            "none; set --validation-split. Received: validation=None")
-        from tltf.evaluate import calibrate
-
-        calibration = calibrate(model, val, batch_size=train_cfg.get("batch_size", 32))
-        model = calibration.model
-        _say(f"calibrated: temperature {calibration.temperature:.3f}, validation ECE "
-             f"{calibration.ece_before:.4f} -> {calibration.ece_after:.4f}")
-    model.save(out / "model.keras")
-    _write_json(out / "history.json", result.history)
-    _say(f"saved {out / 'model.keras'}")
-
-    eval_data = test if test is not None else val
-    if eval_data is not None:
-        report = evaluate(model, eval_data, history=result.history,
-                          batch_size=train_cfg.get("batch_size", 32), verbose=1)
-        page = report.save(out / "report")
-        _say(report.summary())
-        _say(f"report: {page}")
-    if export_cfg:
-        from tltf.export import export_tflite
-
-        modes = export_cfg.get("quantization", "float32")
-        modes = [modes] if isinstance(modes, str) else list(modes)
-        rep = train if any(str(m).startswith("int8") for m in modes) else None
-        exported = export_tflite(model, out / "model.tflite", representative_data=rep,
-                                 **export_cfg)
-        _say(f"exported {exported.path} ({exported.size_bytes / 1e6:.2f} MB, "
-             f"{exported.quantization})")
+    train_run(out, {"data": data_cfg, "model": model_cfg, "train": train_cfg,
+                    "export": export_cfg},
+              resume=args.resume, overwrite=args.overwrite, calibrate=args.calibrate,
+              verbose=1, say=_say)
     return 0
+
+
+def _is_split_folder(path) -> bool:
+    """Whether the data folder holds train/validation/test splits: the data module's rule."""
+    from tltf.data import _find_split_folders
+
+    path = Path(path)
+    return path.is_dir() and bool(_find_split_folders(path))
 
 
 def _cmd_evaluate(args) -> int:
@@ -520,7 +479,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true",
                    help="fit a softmax temperature on the validation data; the saved model, "
                         "the report and the .tflite use it")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (a finished run is left as it is)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (its old files are removed first)")
     p.set_defaults(func=_cmd_train)
 
     p = command("evaluate", "measure a saved model on a labelled folder and write a report",

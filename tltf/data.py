@@ -51,10 +51,12 @@ def _class_folders(root: Path) -> list[str]:
 
 
 def _find_split_folders(root: Path) -> dict[str, Path]:
+    # A split folder holds class folders; a class that happens to be called "test" or "train"
+    # holds images, so it stays a class.
     found = {}
     for split, names in _SPLIT_NAMES.items():
         for name in names:
-            if (root / name).is_dir():
+            if (root / name).is_dir() and _class_folders(root / name):
                 found[split] = root / name
                 break
     if "train" in found and len(found) > 1:
