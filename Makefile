@@ -19,14 +19,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# `make demo` trains afresh each time (--overwrite replaces the previous demo run in $(OUT)).
 # Offline machines: Keras finds the ImageNet weights in $KERAS_HOME/models/, seeded from
 # $(SHARED)/keras_weights when that folder exists. With network access nothing is needed.
 demo: install
 	@if [ -d "$(SHARED)/keras_weights" ]; then export KERAS_HOME=$$($(PY) tools/seed_keras_home.py); fi; \
 	if [ -d "$(DATA)" ]; then \
-	  $(PY) examples/cats_vs_dogs.py --data-dir "$(DATA)" --out "$(OUT)"; \
+	  $(PY) examples/cats_vs_dogs.py --data-dir "$(DATA)" --out "$(OUT)" --overwrite; \
 	else \
-	  $(PY) examples/cats_vs_dogs.py --out "$(OUT)"; \
+	  $(PY) examples/cats_vs_dogs.py --out "$(OUT)" --overwrite; \
 	fi
 
 test: install

@@ -27,6 +27,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true",
                         help="tiny budget: 8 images per class, 96 px, 1 epoch per phase")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier run in --out")
     args = parser.parse_args()
     if args.quick:
         args.image_size, args.head_epochs, args.finetune_epochs = 96, 1, 1
@@ -67,14 +69,16 @@ def main():
                              class_names=train.class_names)
     result = fine_tune(model, train, val, head_epochs=args.head_epochs,
                        finetune_epochs=args.finetune_epochs, unfreeze="top_blocks:2",
-                       batch_size=args.batch_size, directory=out / "training", seed=0)
+                       batch_size=args.batch_size, directory=out / "training", seed=0,
+                       overwrite=args.overwrite)
     model.save(out / "model.keras")
 
     report = evaluate(model, val, history=result.history)
     print(report.summary())
     report_dir = report.save(out / "report")
 
-    exported = export_tflite(model, out / "cats_vs_dogs.tflite", quantization="float32")
+    exported = export_tflite(model, out / "cats_vs_dogs.tflite", quantization="float32",
+                             overwrite=args.overwrite)
 
     print(f"\nDone in {time.time() - start:.0f}s. Validation accuracy {report.accuracy:.1%}.")
     print(f"  Keras model:   {out / 'model.keras'}")

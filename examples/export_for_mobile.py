@@ -14,9 +14,7 @@ for comparison.
 import argparse
 from pathlib import Path
 
-import keras
-
-from tltf import build_classifier, export_tflite, fine_tune, load_image_folder
+from tltf import build_classifier, export_tflite, fine_tune, load_image_folder, load_model
 
 
 def parse_args():
@@ -30,6 +28,8 @@ def parse_args():
                         help="largest accepted accuracy drop (0.01 = one point)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny budget: 8 images per class, 96 px, 1 epoch")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the .tflite files of an earlier run in --out")
     args = parser.parse_args()
     if args.quick:
         args.image_size, args.max_drop = 96, 1.0  # a handful of images cannot measure a drop
@@ -41,7 +41,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = keras.saving.load_model(args.model) if args.model else None
+    model = load_model(args.model) if args.model else None  # safe mode: runs no code
     size = model.input_shape[1] if model else args.image_size
     root = Path(args.data_dir)
     limit = 8 if args.quick else None  # --quick: the first 8 images of each class
@@ -57,10 +57,10 @@ def main():
         fine_tune(model, train, val, head_epochs=1 if args.quick else 5, finetune_epochs=0,
                   seed=0)
 
-    reference = export_tflite(model, out / "model_float32.tflite")
+    reference = export_tflite(model, out / "model_float32.tflite", overwrite=args.overwrite)
     result = export_tflite(model, out / "model_int8.tflite", quantization="int8",
                            representative_data=train, verify=True, validation_data=val,
-                           max_accuracy_drop=args.max_drop)
+                           max_accuracy_drop=args.max_drop, overwrite=args.overwrite)
 
     report = result.report
     print(f"\nint8 file:  {result.path} ({result.size_bytes / 1e6:.2f} MB, "

@@ -16,8 +16,6 @@ extractors only: run them with `--finetune-epochs 0`.
 import argparse
 from pathlib import Path
 
-import keras
-
 from tltf import (
     build_classifier,
     evaluate,
@@ -26,6 +24,7 @@ from tltf import (
     get_backbone,
     list_backbones,
     load_image_folder,
+    load_model,
 )
 
 
@@ -41,6 +40,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true",
                         help="tiny budget: 8 images per class, 1 epoch per phase")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier run in --out")
     args = parser.parse_args()
     if args.quick:
         args.head_epochs, args.finetune_epochs = 1, min(args.finetune_epochs, 1)
@@ -70,16 +71,19 @@ def main():
                              class_names=train.class_names)
     result = fine_tune(model, train, val, head_epochs=args.head_epochs,
                        finetune_epochs=args.finetune_epochs, unfreeze="top_blocks:1",
-                       batch_size=args.batch_size, directory=out / "training", seed=0)
+                       batch_size=args.batch_size, directory=out / "training", seed=0,
+                       overwrite=args.overwrite)
 
-    # The .keras file keeps the hub handle and the fine-tuned weights.
+    # The .keras file keeps the hub handle and the fine-tuned weights. Loading it runs that
+    # SavedModel's graph, so tltf refuses unless the handle is trusted (safe loading).
     model.save(out / "model.keras")
-    reloaded = keras.saving.load_model(out / "model.keras")
+    handle = args.backbone.removeprefix("hub:")
+    reloaded = load_model(out / "model.keras", trust_hub_handles=[handle])
 
     report = evaluate(reloaded, val, history=result.history)
     print(report.summary())
     report_dir = report.save(out / "report")
-    exported = export_tflite(reloaded, out / "hub_model.tflite")
+    exported = export_tflite(reloaded, out / "hub_model.tflite", overwrite=args.overwrite)
 
     print(f"\nValidation accuracy {report.accuracy:.1%}.")
     print(f"  Keras model:  {out / 'model.keras'}")

@@ -107,6 +107,13 @@ def test_evaluate_predict_export(run_dir, photos, tmp_path):
                    "--quantization", "float16")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "m.tflite").stat().st_size > 10_000
+    before = (tmp_path / "m.tflite").read_bytes()
+    result = _tltf("export", run_dir / "model.keras", tmp_path / "m.tflite")
+    assert result.returncode == 1 and "already exists" in result.stderr
+    assert "--overwrite" in result.stderr and (tmp_path / "m.tflite").read_bytes() == before
+    result = _tltf("export", run_dir / "model.keras", tmp_path / "m.tflite", "--overwrite")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "m.labels.txt").read_text().split() == ["blue", "red"]
 
 
 @pytest.mark.slow

@@ -66,9 +66,10 @@ def _run(script: str, *args, timeout: int = 900) -> str:
 def test_cats_vs_dogs(photo_dir, tmp_path, imagenet_weights):
     out = tmp_path / "run"
     stdout = _run("cats_vs_dogs.py", "--quick", "--data-dir", photo_dir, "--out", out)
-    for name in ("model.keras", "cats_vs_dogs.tflite", "labels.txt", "report/report.html"):
+    for name in ("model.keras", "cats_vs_dogs.tflite", "cats_vs_dogs.labels.txt",
+                 "report/report.html"):
         assert (out / name).is_file(), name
-    assert (out / "labels.txt").read_text().split() == ["cats", "dogs"]
+    assert (out / "cats_vs_dogs.labels.txt").read_text().split() == ["cats", "dogs"]
     assert "Validation accuracy" in stdout and str(out / "cats_vs_dogs.tflite") in stdout
 
 
@@ -98,7 +99,7 @@ def test_tune_unfreeze_depth(photo_dir, tmp_path, imagenet_weights):
 def test_export_for_mobile(photo_dir, tmp_path, imagenet_weights):
     out = tmp_path / "run"
     stdout = _run("export_for_mobile.py", "--quick", "--data-dir", photo_dir, "--out", out)
-    for name in ("model_int8.tflite", "model_float32.tflite", "labels.txt"):
+    for name in ("model_int8.tflite", "model_float32.tflite", "model_int8.labels.txt"):
         assert (out / name).is_file(), name
     assert (out / "model_int8.tflite").stat().st_size < (out / "model_float32.tflite").stat().st_size
     assert "int8" in stdout and "validation images" in stdout

@@ -402,7 +402,8 @@ def _cmd_export(args) -> int:
                            representative_data=folder(args.representative_data),
                            validation_data=folder(args.verify_data),
                            verify=args.verify_data is not None,
-                           max_accuracy_drop=args.max_accuracy_drop)
+                           max_accuracy_drop=args.max_accuracy_drop,
+                           overwrite=args.overwrite)
     _say(f"exported {result.path} ({result.size_bytes / 1e6:.2f} MB, {result.quantization}, "
          f"input {result.input_dtype})")
     if result.report is not None:
@@ -516,6 +517,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-data", help="labelled folder: compare the .tflite with Keras on it")
     p.add_argument("--max-accuracy-drop", type=float, default=0.01,
                    help="fidelity gate for --verify-data (default 0.01)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT and its labels file if they exist (refused otherwise)")
     _trust_flag(p)
     p.set_defaults(func=_cmd_export)
 

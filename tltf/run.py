@@ -436,13 +436,15 @@ def _load_data(data_args: dict, say):
 
 def _trained_model(run: RunFolder, config, train, val, calibrate, verbose, say):
     """The run's trained model: loaded when a resumed run already saved it, else trained."""
-    import keras
-
     model_path = run.path / "model.keras"
     if run.done("trained"):
-        # The run's own model (a stranger's run folder would also name its backbone in
-        # config.yaml, which a new run builds and runs anyway).
-        return keras.saving.load_model(model_path, safe_mode=False)
+        from tltf.models import load_model
+
+        # Safe mode, trusting only the hub backbone the run's config names (which training
+        # the run built and ran anyway): a Lambda or any other handle is still refused.
+        backbone = str(config["model"].get("backbone", ""))
+        trusted = [backbone.removeprefix("hub:")] if backbone.startswith("hub:") else []
+        return load_model(model_path, trust_hub_handles=trusted)
     import tltf
     from tltf.train import fine_tune
 
