@@ -352,7 +352,7 @@ def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, 
 def test_export_saved_model_serving_signature(model, validation, tmp_path):
     x, _ = validation
     for dtype in ("float32", "uint8"):
-        out = export_saved_model(model, tmp_path / "serving", input_dtype=dtype)
+        out = export_saved_model(model, tmp_path / "serving", input_dtype=dtype, overwrite=True)
         serve = tf.saved_model.load(str(out)).signatures["serving_default"]
         images = np.clip(np.round(x[:4]), 0, 255).astype(dtype)
         got = serve(images=tf.constant(images))["probabilities"].numpy()
@@ -475,3 +475,16 @@ def test_export_best_with_nothing_to_try_says_why(model, validation, tmp_path):
     with pytest.raises(ValueError, match=r"`quantizations` is empty: name at least one of"):
         export_best(model, tmp_path / "m.tflite", validation, quantizations=[])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_saved_model_never_replaces_what_it_did_not_write(model, tmp_path):
+    mine = tmp_path / "work"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"not a SavedModel, so it is never replaced"):
+        export_saved_model(model, mine, overwrite=True)
+    assert os.listdir(mine) == ["thesis.tex"]
+    out = export_saved_model(model, tmp_path / "serving")
+    with pytest.raises(FileExistsError, match=r"serving already exists \(a SavedModel\).*overwrite=True"):
+        export_saved_model(model, out)
+    assert export_saved_model(model, out, overwrite=True) == out

@@ -91,6 +91,11 @@ def test_existing_run_is_refused_and_failed_commands_leave_it_untouched(
     # A typo in --data, with --overwrite: the run is not touched, config.yaml included.
     _refused(capsys, ["train", "--data", str(photos) + "-typo", *_TINY, "--overwrite",
                       "--out", str(finished_run)], "Data folder not found")
+    # A model that cannot be built (a missing weights file) is refused before the old run goes.
+    result = _tltf("train", "--data", photos, *_TINY, "--weights", "/nowhere/w.h5",
+                   "--overwrite", "--out", finished_run)
+    assert result.returncode == 1 and "/nowhere/w.h5" in result.stderr
+    assert "Traceback" not in result.stderr
     # A bad quantization or image size is refused before any data is read.
     _refused(capsys, ["train", "--data", str(photos), *_TINY, "--tflite", "int9", "--overwrite",
                       "--out", str(finished_run)], "quantization", "int9")
@@ -113,6 +118,8 @@ def test_out_that_is_a_file_or_a_foreign_folder_is_refused(photos, tmp_path, cap
     (foreign / "chapter1.tex").write_text("mine")
     _refused(capsys, ["train", "--data", str(photos), *_TINY, "--out", str(foreign)],
              "is not empty (chapter1.tex) and holds no tltf run")
+    _refused(capsys, ["train", "--data", str(photos), *_TINY, "--overwrite", "--out",
+                      str(foreign)], "is not empty (chapter1.tex) and holds no tltf run")
     _refused(capsys, ["train", "--out", str(tmp_path / "nothing"), "--resume"], "Cannot resume")
     assert file.read_text() == "mine" and os.listdir(foreign) == ["chapter1.tex"]
 

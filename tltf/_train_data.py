@@ -49,7 +49,7 @@ def batched(data, name, *, training, batch_size, seed, num_classes=None):
 
 def _label_error(name, labels, num_classes):
     labels = np.asarray(labels)
-    if labels.ndim == 2:
+    if labels.ndim == 2 and labels.shape[1] != 1:  # (batch, 1) is one int label per image
         if labels.shape[1] == num_classes:
             return None
         return (f"`{name}` has one-hot labels of width {labels.shape[1]} for a "

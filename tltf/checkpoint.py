@@ -160,16 +160,15 @@ def model_identity(model: keras.Model) -> dict:
     >>> model_identity(model)["class_names"]
     ['cat', 'dog']
     """
-    from tltf.models import head_of, spec_of
+    from tltf.models import head_of
 
     identity = {
         "input_shape": [None if d is None else int(d) for d in model.inputs[0].shape[1:]],
         "num_classes": int(model.outputs[0].shape[-1]),
         "weight_shapes": [list(map(int, w.shape)) for w in model.weights],
     }
-    try:
-        spec = spec_of(model)
-        identity["backbone"] = spec.name if spec is not None else None
+    try:  # the recorded name, not the spec: resolving a hub: name would load the SavedModel
+        identity["backbone"] = getattr(model.get_layer("preprocessing"), "backbone_name", None)
         identity["class_names"] = list(head_of(model).class_names or []) or None
     except (ValueError, KeyError):  # a model not built by tltf: shapes are all there is
         pass

@@ -184,7 +184,7 @@ def _load_data(data_args: dict):
         if not path.is_dir():
             raise FileNotFoundError(f"Data folder not found: {path}. Give a folder with one "
                                     f"subfolder per class. Received: data={str(path)!r}")
-        if any((path / s).is_dir() for s in ("train", "validation", "val", "valid", "test")):
+        if _is_split_folder(path):
             data_args.pop("validation_split", None)  # the folder is already split
         loaded = tltf.load_image_folder(**data_args)
     parts = list(loaded) if isinstance(loaded, tuple) else [loaded]

@@ -348,7 +348,7 @@ def export_best(
 
 
 def export_saved_model(model: keras.Model, directory: str | os.PathLike, *,
-                       input_dtype: str = "float32") -> Path:
+                       input_dtype: str = "float32", overwrite: bool = False) -> Path:
     """Writes a TensorFlow SavedModel whose `serving_default` signature takes raw images.
 
     The signature takes `images` of shape `(batch, height, width, 3)`, raw pixels in
@@ -359,13 +359,18 @@ def export_saved_model(model: keras.Model, directory: str | os.PathLike, *,
 
     Args:
         model: keras.Model. The classifier.
-        directory: str or path. The SavedModel directory (replaced if it exists).
+        directory: str or path. The SavedModel directory to write.
         input_dtype: str. `"float32"` or `"uint8"`. Defaults to `"float32"`.
+        overwrite: bool. Replace `directory` if it holds a SavedModel. Anything else there
+            (a file, a folder that is not a SavedModel) is never replaced. Defaults to
+            `False`: an existing `directory` is refused.
 
     Returns:
         Path. The directory.
 
     Raises:
+        FileExistsError: `directory` exists and `overwrite` is False, or it exists and is
+            not a SavedModel.
         ValueError: bad `input_dtype`; a model without a fixed input size.
 
     Example:
@@ -383,6 +388,14 @@ def export_saved_model(model: keras.Model, directory: str | os.PathLike, *,
             f"`input_dtype` must be 'float32' or 'uint8'. Received: input_dtype={input_dtype!r}"
         )
     directory = Path(directory)
+    if os.path.lexists(directory):
+        if not overwrite or directory.is_symlink() or not (directory / "saved_model.pb").is_file():
+            what = "a SavedModel" if (directory / "saved_model.pb").is_file() else \
+                "not a SavedModel, so it is never replaced"
+            raise FileExistsError(
+                f"{directory} already exists ({what}). Choose another directory"
+                + (", or pass overwrite=True" if "never" not in what else "")
+                + f". Received: directory={str(directory)!r}")
     directory.parent.mkdir(parents=True, exist_ok=True)
     graph = exportable_model(model)
     tmp = directory.parent / f".{directory.name}.{secrets.token_hex(6)}.tmp"

@@ -146,15 +146,23 @@ class RunFolder:
         """
         import yaml
 
-        from tltf import __version__
-
+        config_text = yaml.safe_dump(config, sort_keys=False)  # fails before anything is removed
         for name in _ARTIFACTS:  # an overwritten run: nothing of it survives
             target = self.path / name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             elif os.path.lexists(target):
                 target.unlink()
-        _write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        _write_text(self.path / "config.yaml", config_text)
+        self._new_record(identity, data)
+
+    def adopt(self, identity: dict, data: dict | None = None) -> None:
+        """Gives a run folder of tltf 0.1 (checkpoints, no `run.json`) a record, touching nothing."""
+        self._new_record(identity, data)
+
+    def _new_record(self, identity: dict, data: dict | None) -> None:
+        from tltf import __version__
+
         now = _now()
         self.record = {"tltf_version": __version__, "state": "training", "created": now,
                        "updated": now, "identity": identity, "data": data or {},
@@ -202,6 +210,14 @@ class RunFolder:
 
 def _check_can_open(path: Path, record: dict | None, resume: bool, overwrite: bool) -> None:
     others = sorted(p.name for p in path.iterdir() if p.name != _LOCK_FILE)
+    legacy = record is None and (path / "config.yaml").is_file() and \
+        (path / "checkpoints" / "state.json").is_file()  # a run of tltf 0.1
+    if legacy:
+        if not resume and not overwrite:
+            raise FileExistsError(
+                f"{path} holds a run of an earlier tltf. Pass --resume to continue it, "
+                f"--overwrite to replace it, or choose another --out. Received: out={str(path)!r}")
+        return
     if resume and record is None:
         raise FileNotFoundError(
             f"Cannot resume: {path} holds no tltf run ({RUN_FILE} is missing). Start a new "
@@ -211,12 +227,11 @@ def _check_can_open(path: Path, record: dict | None, resume: bool, overwrite: bo
             f"{path} already holds a run (state: {record.get('state')}). Pass --resume to "
             "continue it, --overwrite to replace it, or choose another --out. "
             f"Received: out={str(path)!r}")
-    if record is None and others and not overwrite:
+    if record is None and others:  # never written into, not even with --overwrite
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise FileExistsError(
             f"{path} is not empty ({shown}) and holds no tltf run; a run is written only "
-            "into a new or empty folder. Choose another --out (or --overwrite to replace "
-            f"an old run's files there). Received: out={str(path)!r}")
+            f"into a new or empty folder. Choose another --out. Received: out={str(path)!r}")
 
 
 def _lock(path: Path):
@@ -345,13 +360,18 @@ def train_run(
             raise ValueError("--calibrate fits a temperature on validation data, but there is "
                              "none; set a validation split. Received: validation=None")
         identity = {**_config_identity(config), "class_names": list(train.class_names)}
-        if resume:
-            run.check_matches(identity)
-        else:
-            counts = {name: len(d) for name, d in (("train", train), ("validation", val),
-                                                    ("test", test)) if d is not None}
+        counts = {name: len(d) for name, d in (("train", train), ("validation", val),
+                                                ("test", test)) if d is not None}
+        # The model is built (its arguments checked, its weights found) before the run begins,
+        # so that a failing command never costs an overwritten run.
+        model = None if resume and run.done("trained") else _build_model(config, train)
+        if not resume:
             run.begin(config, identity, {"counts": counts})
-        model = _trained_model(run, config, train, val, calibrate, verbose, say)
+        elif run.record is None:  # a run of tltf 0.1 (no run.json): adopted as it is
+            run.adopt(identity, {"counts": counts})
+        else:
+            run.check_matches(identity)
+        model = _trained_model(run, config, model, train, val, calibrate, verbose, say)
         eval_data = test if test is not None else val
         if eval_data is not None and not run.done("evaluated"):
             from tltf.evaluate import evaluate
@@ -396,7 +416,15 @@ def _check_arguments(config: dict) -> None:
         modes = export["quantization"]
         for mode in [modes] if isinstance(modes, str) else list(modes):
             _check_quantization(mode)
-    defaults = {p.name: p.default for p in inspect.signature(fine_tune).parameters.values()}
+    signature = inspect.signature(fine_tune)
+    unknown = sorted(set(train) - set(signature.parameters) | set(train) & {"model", "train", "val",
+                                                                            "directory", "resume",
+                                                                            "overwrite"})
+    if unknown:
+        raise ValueError(f"Unknown or reserved `train` argument(s) {unknown}: the section maps onto "
+                         f"tltf.fine_tune, and the run sets the data and directory itself. "
+                         f"Received: train.{unknown[0]}={train[unknown[0]]!r}")
+    defaults = {p.name: p.default for p in signature.parameters.values()}
     values = {**defaults, **train}
     check_args(values["head_epochs"], values["finetune_epochs"], values["batch_size"],
                values["label_smoothing"], values["early_stopping"], values["discriminative_lr"],
@@ -434,7 +462,17 @@ def _load_data(data_args: dict, say):
     return train, val, test
 
 
-def _trained_model(run: RunFolder, config, train, val, calibrate, verbose, say):
+def _build_model(config, train):
+    import tltf
+
+    model_cfg = dict(config["model"])
+    if "image_size" in config["data"]:
+        model_cfg.setdefault("image_size", config["data"]["image_size"])
+    return tltf.build_classifier(num_classes=train.num_classes, class_names=train.class_names,
+                                 **model_cfg)
+
+
+def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose, say):
     """The run's trained model: loaded when a resumed run already saved it, else trained."""
     model_path = run.path / "model.keras"
     if run.done("trained"):
@@ -445,14 +483,8 @@ def _trained_model(run: RunFolder, config, train, val, calibrate, verbose, say):
         backbone = str(config["model"].get("backbone", ""))
         trusted = [backbone.removeprefix("hub:")] if backbone.startswith("hub:") else []
         return load_model(model_path, trust_hub_handles=trusted)
-    import tltf
     from tltf.train import fine_tune
 
-    model_cfg = dict(config["model"])
-    if "image_size" in config["data"]:
-        model_cfg.setdefault("image_size", config["data"]["image_size"])
-    model = tltf.build_classifier(num_classes=train.num_classes, class_names=train.class_names,
-                                  **model_cfg)
     checkpoints = (run.path / "checkpoints" / "state.json").is_file()
     result = fine_tune(model, train, val, directory=run.path, resume=checkpoints,
                        verbose=verbose, **config["train"])

@@ -368,6 +368,10 @@ class _Run:
     def end_phase(self, phase: int) -> None:
         state = self.state
         if state.phase_done[str(phase)]:
+            if phase == 2 and self.best_weights is not None:
+                # Phase 2 was finished by an earlier process (a run from before `final.npz`):
+                # the model gets the run's best weights, never the untrained ones it started with.
+                self.model.set_weights(self.best_weights)
             if phase == 1 and not state.phase_done["2"] and self.ckpt_dir is not None:
                 path = self.ckpt_dir / "phase1.npz"
                 if path.exists() and state.epochs_done["2"] == 0:
