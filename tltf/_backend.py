@@ -3,12 +3,8 @@
 import os
 
 
-def check_backend() -> None:
-    """Raises `ImportError` unless Keras runs on the TensorFlow backend.
-
-    tltf builds on `tf.data`, TF Hub SavedModels and the TFLite converter, which all need
-    TensorFlow tensors; a model built under JAX or PyTorch could not be exported.
-    """
+def check_requested_backend() -> None:
+    """Raises `ImportError` if `KERAS_BACKEND` names another backend; imports nothing."""
     requested = os.environ.get("KERAS_BACKEND", "tensorflow")
     if requested != "tensorflow":
         raise ImportError(
@@ -16,6 +12,16 @@ def check_backend() -> None:
             f"KERAS_BACKEND is set to '{requested}'. Unset it or set KERAS_BACKEND=tensorflow "
             f"before importing tltf. Received: KERAS_BACKEND={requested!r}"
         )
+
+
+def check_backend() -> None:
+    """Raises `ImportError` unless Keras runs on the TensorFlow backend.
+
+    tltf builds on `tf.data`, TF Hub SavedModels and the TFLite converter, which all need
+    TensorFlow tensors; a model built under JAX or PyTorch could not be exported. Every
+    tltf module that imports Keras calls this once it has (see `tltf/__init__.py`).
+    """
+    check_requested_backend()
     import keras
 
     if keras.backend.backend() != "tensorflow":

@@ -22,6 +22,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = [
     "OPS",
     "POLICIES",

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 import keras
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = [
     "BackboneSpec",
     "block_start_indices",

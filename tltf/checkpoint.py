@@ -30,6 +30,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = [
     "RunState",
     "PhaseCheckpoint",

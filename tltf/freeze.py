@@ -18,6 +18,10 @@ import warnings
 
 import keras
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = ["freeze_backbone", "unfreeze", "parse_unfreeze"]
 
 _FORMS = '"top_blocks:N", "fraction:F", "from:<layer name>" or "all"'

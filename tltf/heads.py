@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import keras
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = ["ClassificationHead"]
 
 OUTPUTS = ("probabilities", "logits")

@@ -18,6 +18,10 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = [
     "backup_and_restore",
     "dtype_policy_scope",

@@ -6,6 +6,10 @@ import math
 
 import keras
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = [
     "REFERENCE_BATCH_SIZE",
     "DiscriminativeAdam",

@@ -19,6 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltf._backend import check_backend
+
+check_backend()  # Keras must run on TensorFlow before this module builds anything
+
 __all__ = ["VerificationReport", "comparison_markdown", "verify_tflite"]
 
 
