@@ -199,8 +199,9 @@ def build_classifier(
             (active only in training, never exported), or `None`. Defaults to `None`.
         allow_other_size: bool. Backbones such as MobileNetV2 have ImageNet weights only
             for some sizes; asking for another size raises unless this is `True`, in which
-            case the weights trained at the nearest size are used on purpose. Defaults to
-            `False`.
+            case Keras loads the weights of the backbone's default size (224 for MobileNetV2,
+            not the nearest size) into the network built at your size, on purpose. Defaults
+            to `False`.
         dtype_policy: str or `None`. A Keras dtype policy to build under, e.g.
             `"mixed_bfloat16"`; the global policy is restored afterwards. Defaults to `None`
             (the current global policy).
@@ -531,7 +532,8 @@ def _resolve_size(spec, image_size, weights, allow_other_size) -> tuple[int, int
             raise ValueError(
                 f"Backbone '{spec.name}' has ImageNet weights only for square sizes "
                 f"{list(spec.pretrained_sizes)}. Pass image_size={nearest} (the nearest), or "
-                "allow_other_size=True to use the weights trained at the nearest size on purpose, "
+                "allow_other_size=True to load the weights of the default size "
+                f"({spec.default_size}) at this size on purpose, "
                 f"or weights=None. Received: image_size={image_size!r}"
             )
     return size
