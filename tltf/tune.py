@@ -630,7 +630,8 @@ def plot_search(result: SearchResult | list[dict], path: str | os.PathLike, *,
     >>> import tempfile
     >>> rows = [{"unfreeze_blocks": 2, "finetune_lr": 1e-4, "score": 0.9},
     ...         {"unfreeze_blocks": 5, "finetune_lr": 1e-5, "score": 0.8}]
-    >>> plot_search(rows, tempfile.mkdtemp() + "/search.png")
+    >>> plot_search(rows, tempfile.mkdtemp() + "/search.png").name
+    'search.png'
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
