@@ -111,20 +111,20 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     """Features of the frozen backbone, computed once; a head model sharing the head layer."""
     t0 = time.perf_counter()
     head = head_of(model)
-    extractor = keras.Model(model.inputs, head.input)
+    extract = _Extractor(keras.Model(model.inputs, head.input))
     source = batched(train, "train", training=False, batch_size=batch_size, seed=seed) if hasattr(
         train, "prepare") else train_ds
-    x, y = features(extractor, source)
+    x, y = features(extract, source, "phase 1: caching training features", verbose)
     check_labels("train", y, int(model.outputs[0].shape[-1]))
     n = len(y)
-    if verbose not in (0, "0"):
+    if verbose:
         print(f"Phase 1: cached backbone features of {n} training images "
               f"({x.shape[1]} values each) in {time.perf_counter() - t0:.1f}s")
     tr = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
         n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     va = None
     if val_ds is not None:
-        vx, vy = features(extractor, val_ds)
+        vx, vy = features(extract, val_ds, "phase 1: caching validation features", verbose)
         check_labels("val", vy, int(model.outputs[0].shape[-1]))
         va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
@@ -132,13 +132,38 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     return head_model, tr, va, time.perf_counter() - t0
 
 
-def features(extractor, ds):
-    # float32 whatever the compute dtype: the head casts to its own policy when it runs.
-    run = tf.function(lambda images: tf.cast(extractor(images, training=False), tf.float32),
-                      reduce_retracing=True)
+class _Extractor:
+    """The frozen backbone as one traced graph per image shape and dtype, reused by every batch.
+
+    A concrete function with a free batch dimension serves the full batches and the last,
+    smaller one alike, and training and validation data share it: one trace per run, and
+    none of TensorFlow's retracing warnings when several models train in one process.
+    """
+
+    def __init__(self, extractor):
+        self.extractor = extractor
+        self.graphs = {}
+
+    def __call__(self, images):
+        key = (tuple(images.shape[1:]), images.dtype)
+        graph = self.graphs.get(key)
+        if graph is None:
+            # float32 whatever the compute dtype: the head casts to its own policy.
+            run = tf.function(lambda x: tf.cast(self.extractor(x, training=False), tf.float32))
+            graph = self.graphs[key] = run.get_concrete_function(
+                tf.TensorSpec((None, *images.shape[1:]), images.dtype))
+        return graph(images)
+
+
+def features(extract, ds, label="extracting features", verbose=0):
+    """(features, labels) as NumPy arrays of every batch of `ds`, through `extract`."""
+    from tltf._progress import progress
+
+    n = int(ds.cardinality())
     xs, ys = [], []
-    for images, labels in ds:
-        xs.append(np.asarray(run(images)))
+    for images, labels in progress(ds, label, verbose, total=n if n >= 0 else None,
+                                   unit="batches"):
+        xs.append(np.asarray(extract(images)))
         ys.append(np.asarray(labels))
     if not xs:
         raise ValueError("The data set is empty: there is nothing to train on. "

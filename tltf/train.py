@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from tltf import runtime
+from tltf._progress import keras_steps_without_retracing_warning, resolve_verbose
 from tltf._train_data import (
     batched,
     cached_features,
@@ -118,6 +119,7 @@ def fine_tune(
     strategy: tf.distribute.Strategy | None = None,
     seed: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    tensorboard: bool = False,
     verbose: int | str = "auto",
 ) -> FineTuneResult:
     """Fine-tunes a classifier in two phases: the head on a frozen backbone, then the top blocks.
@@ -162,8 +164,9 @@ def fine_tune(
             head at `finetune_lr`). Defaults to None (one rate).
         cache_features: bool or `"auto"`. Train the head on cached backbone features in
             phase 1. `"auto"`: when the model has no augmentation layer. Defaults to `"auto"`.
-        directory: str, Path or None. Run folder for checkpoints (every epoch, atomic) and
-            `logs/history.csv`. None writes nothing (no resume). Defaults to None.
+        directory: str, Path or None. Run folder for checkpoints (every epoch, atomic),
+            `logs/history.csv` and `logs/train.log` (one line per epoch, appended). None
+            writes nothing (no resume). Defaults to None.
         resume: bool. Continue the run saved in `directory`. The run must have been made
             with the same model (backbone, input size, class names in the same order):
             anything else raises, naming both values. Resuming a finished run trains nothing
@@ -180,13 +183,20 @@ def fine_tune(
             `tltf.runtime.set_seed(seed)` (op determinism) two runs give the same history on
             CPU. Defaults to None.
         callbacks: list of Keras callbacks, passed to every `fit` call. Defaults to None.
-        verbose: int or `"auto"`, as in `fit`. Defaults to `"auto"`.
+        tensorboard: bool. Write TensorBoard event files of both phases to
+            `directory/tensorboard/phase1` and `phase2` (view them with
+            `tensorboard --logdir DIRECTORY/tensorboard`). Needs `directory` and the
+            `tensorboard` package (`pip install "tltf[tensorboard]"`). Defaults to `False`.
+        verbose: 0 (silent), 1 (Keras' progress bar), 2 (one line per epoch) or `"auto"`:
+            the bar when stdout is a terminal, one line per epoch when it is a file or a CI
+            log. Defaults to `"auto"`.
 
     Returns:
         A `FineTuneResult`.
 
     Raises:
         ValueError: bad epochs, learning rates, batch size, `unfreeze`, `class_weight`,
+            `verbose`, `tensorboard` without `directory`,
             `cache_features` with an augmentation layer, `resume` without `directory` or
             without a checkpoint there, `resume` with a model other than the run's, or data
             that is not batched `(images, labels)`.
@@ -194,6 +204,7 @@ def fine_tune(
             `overwrite` is set.
         FloatingPointError: the loss became NaN or infinite; the model is left with the best
             weights so far and the last good checkpoint stays on disk.
+        ImportError: `tensorboard=True` without the `tensorboard` package.
 
     Example:
 
@@ -210,6 +221,9 @@ def fine_tune(
     check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
                 discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr)
     parse_unfreeze(unfreeze)
+    verbose = resolve_verbose(verbose)
+    if tensorboard:
+        _check_tensorboard(directory)
     if seed is not None:
         runtime.set_seed(seed, deterministic=False)
     strategy = runtime.resolve_strategy(strategy)
@@ -237,7 +251,8 @@ def fine_tune(
     # "input ran out of data" warning it gives for a dataset of unknown size.
     train_ds = with_cardinality(train_ds)
     val_ds = None if val_ds is None else with_cardinality(val_ds)
-    run = _Run(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping)
+    run = _Run(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping,
+               tensorboard)
     if run.state.finished and not (run.remaining(1, head_epochs)
                                    or run.remaining(2, finetune_epochs)):
         # A finished run stays finished: the model gets its final weights, nothing trains.
@@ -279,10 +294,11 @@ def fine_tune(
 
 class _Run:
     def __init__(self, model, directory, resume, overwrite, strategy, verbose, callbacks,
-                 early_stopping):
+                 early_stopping, tensorboard=False):
         self.model = model
         self.strategy = strategy
         self.verbose = verbose
+        self.tensorboard = tensorboard
         self.user_callbacks = list(callbacks or [])
         self.patience = (DEFAULT_PATIENCE if early_stopping is True
                          else int(early_stopping) if early_stopping else None)
@@ -340,8 +356,11 @@ class _Run:
                 optimizer = keras.optimizers.Adam(learning_rate=schedule)
             compile_classifier(train_model, optimizer, label_smoothing=label_smoothing,
                                jit_compile=jit)
-        monitor = _Monitor(self, phase, first_epoch_extra)
+        monitor = _Monitor(self, phase, epochs, first_epoch_extra)
         cbs = [monitor]
+        if self.tensorboard and self.writes:
+            cbs.append(keras.callbacks.TensorBoard(
+                log_dir=str(self.directory / "tensorboard" / f"phase{phase}"), write_graph=False))
         if self.writes:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
@@ -349,9 +368,12 @@ class _Run:
             cbs.append(_RestoreOnly(self.ckpt_dir, phase, state,
                                     skip=lambda: self.nonfinite is not None))
         cbs += self.user_callbacks
-        train_model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                        initial_epoch=state.epochs_done[str(phase)], class_weight=class_weight,
-                        callbacks=cbs, verbose=self.verbose, shuffle=False)
+        # verbose=2 is the run's own line per epoch (printed by _Monitor), not Keras' two.
+        with keras_steps_without_retracing_warning():
+            train_model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                            initial_epoch=state.epochs_done[str(phase)],
+                            class_weight=class_weight, callbacks=cbs,
+                            verbose=1 if self.verbose == 1 else 0, shuffle=False)
         train_model._initial_epoch = None
         if self.nonfinite is not None:
             if self.best_weights is not None:
@@ -430,13 +452,23 @@ class _Run:
         lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in rows]
         write_text(self.log_dir / "history.csv", "\n".join(lines) + "\n")
 
+    def log_epoch(self, line: str) -> None:
+        """Appends one epoch's line to `logs/train.log` (and prints it in line mode)."""
+        if self.verbose == 2:
+            print(line, flush=True)
+        if self.writes:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(self.log_dir / "train.log", "a", encoding="utf-8") as log:
+                log.write(f"{stamp} {line}\n")
+
 
 class _Monitor(keras.callbacks.Callback):
-    """Per epoch: stop on a non-finite loss, record the merged history, track the best epoch."""
+    """Per epoch: stop on a non-finite loss, record the merged history, track the best epoch,
+    write the epoch's line."""
 
-    def __init__(self, run: _Run, phase: int, first_epoch_extra: float):
+    def __init__(self, run: _Run, phase: int, epochs: int, first_epoch_extra: float):
         super().__init__()
-        self.run, self.phase, self.extra = run, phase, first_epoch_extra
+        self.run, self.phase, self.epochs, self.extra = run, phase, epochs, first_epoch_extra
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_now, self.t0 = epoch, time.perf_counter()
@@ -466,6 +498,7 @@ class _Monitor(keras.callbacks.Callback):
         state.epochs_done[str(self.phase)] = epoch + 1
         self._track_best(row, logs)
         run.write_log()
+        run.log_epoch(_epoch_line(row, self.epochs))
 
     def _track_best(self, row, logs):
         run, state = self.run, self.run.state
@@ -507,6 +540,30 @@ class _RestoreOnly(PhaseCheckpoint):
     def on_train_end(self, logs=None):
         shutil.rmtree(self.scratch, ignore_errors=True)
         super().on_train_end(logs)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    """`phase 1 epoch 2/5 - loss 0.4123 - accuracy 0.8750 - val_loss ... - lr 9.05e-04 - 3.1s`."""
+    parts = [f"phase {row['phase']} epoch {row['phase_epoch'] + 1}/{epochs}"]
+    skip = {"epoch", "phase", "phase_epoch", "learning_rate", "time"}
+    parts += [f"{key} {value:.4f}" for key, value in row.items() if key not in skip]
+    parts += [f"lr {row['learning_rate']:.3g}", f"{row['time']:.1f}s"]
+    return " - ".join(parts)
+
+
+def _check_tensorboard(directory) -> None:
+    if directory is None:
+        raise ValueError(
+            "`tensorboard=True` writes event files into the run folder, so it needs "
+            "`directory`. Pass directory=... or tensorboard=False. Received: directory=None"
+        )
+    try:
+        import tensorboard  # noqa: F401  (Keras' callback writes; this package reads them)
+    except ImportError:
+        raise ImportError(
+            "`tensorboard=True` needs the tensorboard package, which TensorFlow no longer "
+            'installs. Install it with: pip install "tltf[tensorboard]"'
+        ) from None
 
 
 def _pick_monitor(logs: dict) -> tuple[str | None, str]:
