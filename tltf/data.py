@@ -104,6 +104,7 @@ def load_image_folder(
     cache_dir: str | os.PathLike | None = None,
     max_per_class: int | None = None,
     max_pixels: int = MAX_PIXELS,
+    verbose: int | str = 0,
 ) -> ImageDataset | tuple[ImageDataset, ...]:
     """Loads a folder with one subfolder of images per class.
 
@@ -144,6 +145,8 @@ def load_image_folder(
         max_pixels: int. Images larger than this (width * height, read from the header
             before decoding) are left out as too large. Defaults to
             `tltf.decode.MAX_PIXELS` (89,478,485, Pillow's limit).
+        verbose: 0, 1, 2 or `"auto"`: progress of checking the files not checked before
+            (see `tltf.decode.check_files`). Defaults to `0`.
 
     Returns:
         An `ImageDataset`, or a tuple `(train, validation[, test])` when splitting (or
@@ -230,7 +233,7 @@ def load_image_folder(
             )
         files, checks, labels, bad = _validated(
             files, labels, strict=strict, cache_dir=cache_dir, what=str(split_root),
-            max_pixels=max_pixels,
+            max_pixels=max_pixels, verbose=verbose,
         )
         present = set(labels)
         empty = [str(folders[n]) for i, n in enumerate(names) if n in folders and i not in present]

@@ -396,10 +396,10 @@ def _batches_in_order(data: ImageDataset, batch_size: int):
 
 def _validated(
     files: list[str], labels: list[int], *, strict: bool, cache_dir, what: str,
-    max_pixels: int = MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS, verbose: int | str = 0,
 ):
     """Runs check_files; returns good (files, checks, labels) and the skipped (path, reason)."""
-    checks = check_files(files, cache_dir=cache_dir, max_pixels=max_pixels)
+    checks = check_files(files, cache_dir=cache_dir, max_pixels=max_pixels, verbose=verbose)
     bad = [(f, c.reason) for f, c in zip(files, checks, strict=True) if not c.ok]
     if bad and strict:
         listing = "\n".join(f"  {p}: {r}" for p, r in bad)

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tltf._progress import progress, resolve_verbose
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
@@ -328,6 +330,7 @@ def check_files(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     max_pixels: int = MAX_PIXELS,
+    verbose: int | str = 0,
 ) -> list[FileCheck]:
     """Validates image files once, caching the verdicts, and prepares odd ones for `tf.io`.
 
@@ -350,6 +353,9 @@ def check_files(
         workers: int or `None`. Threads reading files. Defaults to the number of CPUs.
         max_pixels: int. Largest width * height accepted. Defaults to `MAX_PIXELS`
             (89,478,485, Pillow's own limit; a 12000 x 12000 image is refused).
+        verbose: 0 (silent), 1 (a progress bar), 2 (a few plain lines) or `"auto"` (the bar
+            on a terminal, lines in a file or CI log): progress over the files not cached.
+            Defaults to `0`.
 
     Returns:
         A list of `FileCheck`, one per path, in the order given.
@@ -375,6 +381,7 @@ def check_files(
         raise ValueError(
             f"Expected `max_pixels` to be a positive int. Received: max_pixels={max_pixels!r}"
         )
+    resolve_verbose(verbose)  # a bad value raises even when every verdict is cached
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / "file-checks.json"
     cached = _load_cache(cache_file)
@@ -404,7 +411,8 @@ def check_files(
         with warnings.catch_warnings(), ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             # Pillow warns about large images itself; the verdict's reason says it better.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fresh = list(pool.map(lambda p: _check_one(p, max_pixels), todo))
+            fresh = list(progress(pool.map(lambda p: _check_one(p, max_pixels), todo),
+                                  "checking files", verbose, total=len(todo), unit="files"))
         for check in fresh:
             if check.ok and _needs_pillow(check):
                 check = _reencode(check, cache_dir / "converted")

@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltf._progress import progress
+
 __all__ = [
     "Calibration",
     "EvaluationReport",
@@ -325,7 +327,7 @@ def expected_calibration_error(y_true, y_prob, *, num_bins: int = 15) -> float:
 
 def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = None,
              top_k: int = 5, batch_size: int = 32, num_mistakes: int = 16,
-             history=None, verbose: int = 0) -> EvaluationReport:
+             history=None, verbose: int | str = 0) -> EvaluationReport:
     """Measures a single-label classifier on labelled data.
 
     Labels are read in the order of the data's recorded class names. When the model's head
@@ -349,7 +351,8 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
         history: training history to plot in the saved report: the result of
             `tltf.fine_tune` (its `.history`), a `keras.callbacks.History`, a dict of lists
             or a list of per-epoch dicts. Defaults to `None`.
-        verbose: int. `1` shows a progress bar. Defaults to `0`.
+        verbose: 0 (silent), 1 (a progress bar), 2 (a few plain lines) or `"auto"` (the bar
+            on a terminal, lines in a file or CI log). Defaults to `0`.
 
     Returns:
         An `EvaluationReport`.
@@ -387,8 +390,8 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
 
     y_true, y_prob, heap, calibrated = [], [], [], _temperature_of(model)
     seen = 0
-    progbar = keras.utils.Progbar(_num_batches(batches), unit_name="batch") if verbose else None
-    for step, (images, labels) in enumerate(batches):
+    for images, labels in progress(batches, "evaluating", verbose, total=_num_batches(batches),
+                                   unit="batches"):
         probs = _to_probabilities(model(images, training=False), head)
         if order is not None:
             probs = probs[:, order]
@@ -397,10 +400,6 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
         y_prob.append(probs)
         _keep_mistakes(heap, num_mistakes, images, labels, probs, seen)
         seen += len(labels)
-        if progbar is not None:
-            progbar.update(step + 1)
-    if progbar is not None and progbar.target is None and seen:
-        progbar.update(step + 1, finalize=True)
     if not seen:
         raise ValueError("`data` is empty: there is nothing to evaluate. Received: 0 examples")
     y_true = np.concatenate(y_true)
@@ -456,7 +455,8 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
     return report
 
 
-def calibrate(model: keras.Model, data, *, batch_size: int = 32) -> Calibration:
+def calibrate(model: keras.Model, data, *, batch_size: int = 32,
+              verbose: int | str = 0) -> Calibration:
     """Fits a softmax temperature on held-out data (temperature scaling).
 
     Finds the temperature T > 0 minimising the negative log-likelihood of
@@ -469,6 +469,8 @@ def calibrate(model: keras.Model, data, *, batch_size: int = 32) -> Calibration:
         model: keras.Model. A single-label classifier (probabilities or logits).
         data: validation data, as for `evaluate`.
         batch_size: int. Batch size for an `ImageDataset` or arrays. Defaults to `32`.
+        verbose: 0, 1, 2 or `"auto"`: progress of the pass over `data`, as in `evaluate`.
+            Defaults to `0`.
 
     Returns:
         A `Calibration` with the calibrated `model`, the `temperature` and the ECE and
@@ -501,7 +503,8 @@ def calibrate(model: keras.Model, data, *, batch_size: int = 32) -> Calibration:
         )
     batches, _, _ = _as_batches(data, batch_size)
     y_true, logits = [], []
-    for images, labels in batches:
+    for images, labels in progress(batches, "calibrating", verbose,
+                                   total=_num_batches(batches), unit="batches"):
         scores = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
         if head.get("output") != "logits":
             scores = np.log(np.maximum(scores, _EPS))
@@ -534,7 +537,7 @@ def calibrate(model: keras.Model, data, *, batch_size: int = 32) -> Calibration:
 
 def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
             class_names: Sequence[str] | None = None, batch_size: int = 32,
-            resize: str = "stretch") -> Predictions:
+            resize: str = "stretch", verbose: int | str = 0) -> Predictions:
     """Labels images or image files with the model's top classes.
 
     Files go through the very pipeline training reads them with (`tltf.decode`: validated,
@@ -553,6 +556,8 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
         batch_size: int. Images per forward pass. Defaults to `32`.
         resize: str. How files are fitted to the input size, as when the data was loaded:
             `"stretch"`, `"crop"` or `"pad"`. Defaults to `"stretch"`.
+        verbose: 0, 1, 2 or `"auto"`: progress of checking the files and of predicting, as
+            in `evaluate`. Defaults to `0`.
 
     Returns:
         A `Predictions` list of `Prediction` (one per readable image, in input order; files
@@ -582,9 +587,11 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
         )
     names = list(class_names) if class_names is not None else head.get("class_names")
     names = [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
-    files, batches, skipped = _read_inputs(model, images_or_paths, resize, batch_size)
+    files, batches, skipped = _read_inputs(model, images_or_paths, resize, batch_size, verbose)
     results = Predictions(skipped=skipped)
-    for chunk in batches:
+    count = len(files) if files is not None else sum(len(chunk) for chunk in batches)  # a list
+    total = -(-count // batch_size)  # batches
+    for chunk in progress(batches, "predicting", verbose, total=total, unit="batches"):
         probs = _to_probabilities(model(chunk, training=False), head)
         for row in probs:
             best = np.argsort(-row, kind="stable")[:top_k]
@@ -774,7 +781,7 @@ def _plain(value):
     return value
 
 
-def _read_inputs(model, images_or_paths, resize, batch_size):
+def _read_inputs(model, images_or_paths, resize, batch_size, verbose=0):
     """Returns (files or None, iterable of float32 image batches, skipped (path, reason))."""
     if isinstance(images_or_paths, (str, os.PathLike)):
         images_or_paths = [images_or_paths]
@@ -786,7 +793,7 @@ def _read_inputs(model, images_or_paths, resize, batch_size):
                 "The model accepts any input size, so files cannot be resized for it; pass "
                 f"image arrays instead. Received: input shape {tuple(model.inputs[0].shape)}"
             )
-        return _read_files(_expand_paths(images_or_paths), size, resize, batch_size)
+        return _read_files(_expand_paths(images_or_paths), size, resize, batch_size, verbose)
     images = np.asarray(images_or_paths, dtype="float32")
     if images.ndim == 3:
         images = images[None]
@@ -798,7 +805,7 @@ def _read_inputs(model, images_or_paths, resize, batch_size):
     return None, [images[i:i + batch_size] for i in range(0, len(images), batch_size)], []
 
 
-def _read_files(files, size, resize, batch_size=32):
+def _read_files(files, size, resize, batch_size=32, verbose=0):
     """Returns (readable files, generator of their float32 batches, (path, reason) skipped).
 
     One decode path: the files become an `ImageDataset` exactly as `load_image_folder`
@@ -813,7 +820,7 @@ def _read_files(files, size, resize, batch_size=32):
 
     # Re-encoded odd files (EXIF-rotated JPEGs, TIFF) live only as long as the reading.
     tmp = tempfile.TemporaryDirectory(prefix="tltf-predict-")
-    checks = check_files(files, cache_dir=tmp.name)
+    checks = check_files(files, cache_dir=tmp.name, verbose=verbose)
     bad = [(c.path, c.reason) for c in checks if not c.ok]
     good = [(f, c) for f, c in zip(files, checks, strict=True) if c.ok]
     if bad:

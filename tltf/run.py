@@ -303,8 +303,9 @@ def train_run(
     `tltf.load_image_folder`, or of `tltf.load_tfds` with `name`), `model`
     (`tltf.build_classifier`), `train` (`tltf.fine_tune`) and `export`
     (`tltf.export_tflite`; empty for no export). The folder gets `config.yaml`, `run.json`,
-    `model.keras`, `history.json`, `checkpoints/`, `logs/`, `report/` (with validation or test
-    data) and `model.tflite` with `model.labels.txt` (when `export` is set).
+    `model.keras`, `history.json`, `checkpoints/`, `logs/` (`history.csv`, `train.log`),
+    `report/` (with validation or test data), `tensorboard/` (with `train.tensorboard`) and
+    `model.tflite` with `model.labels.txt` (when `export` is set).
 
     Args:
         directory: str or path. The run folder.
@@ -314,7 +315,8 @@ def train_run(
         overwrite: bool. Replace the run in `directory`. Defaults to `False`.
         calibrate: bool. Fit a softmax temperature on the validation data before saving.
             Defaults to `False`.
-        verbose: int or `"auto"`. Keras' verbosity for training. Defaults to `"auto"`.
+        verbose: 0, 1, 2 or `"auto"`: progress of checking the files, training (see
+            `tltf.fine_tune`), calibrating and evaluating. Defaults to `"auto"`.
         say: callable taking one line of progress. Defaults to `print`.
 
     Returns:
@@ -349,13 +351,17 @@ def train_run(
     config = {section: dict(config.get(section) or {}) for section in
               ("data", "model", "train", "export")}
     _check_arguments(config)
+    if config["train"].get("tensorboard"):
+        from tltf.train import _check_tensorboard
+
+        _check_tensorboard(directory)  # before the run folder is touched
     with RunFolder.open(directory, resume=resume, overwrite=overwrite) as run:
         if resume:
             run.check_matches(_config_identity(config))
         if resume and run.state == "finished":
             say(f"run {run.path} is finished; nothing to do (its model is left as it is)")
             return run
-        train, val, test = _load_data(config["data"], say)
+        train, val, test = _load_data(config["data"], say, verbose)
         if calibrate and val is None:
             raise ValueError("--calibrate fits a temperature on validation data, but there is "
                              "none; set a validation split. Received: validation=None")
@@ -371,6 +377,8 @@ def train_run(
             run.adopt(identity, {"counts": counts})
         else:
             run.check_matches(identity)
+        if config["train"].get("tensorboard") and not run.done("trained"):
+            say(f"TensorBoard: tensorboard --logdir {run.path / 'tensorboard'}")
         model = _trained_model(run, config, model, train, val, calibrate, verbose, say)
         eval_data = test if test is not None else val
         if eval_data is not None and not run.done("evaluated"):
@@ -379,7 +387,7 @@ def train_run(
             history = json.loads((run.path / "history.json").read_text())
             report = evaluate(model, eval_data, history=history,
                               batch_size=config["train"].get("batch_size", 32),
-                              verbose=0 if verbose == 0 else 1)
+                              verbose=verbose)
             page = report.save(run.path / "report")
             say(report.summary())
             say(f"report: {page}")
@@ -443,7 +451,7 @@ def _config_identity(config: dict) -> dict:
             "image_size": model.get("image_size", config["data"].get("image_size"))}
 
 
-def _load_data(data_args: dict, say):
+def _load_data(data_args: dict, say, verbose=0):
     """(train, val or None, test or None) from a folder or a TFDS name."""
     import tltf
 
@@ -453,7 +461,7 @@ def _load_data(data_args: dict, say):
         data_args.setdefault("split", ["train[:80%]", "train[80%:]"])
         loaded = tltf.load_tfds(**data_args)
     else:
-        loaded = tltf.load_image_folder(**data_args)
+        loaded = tltf.load_image_folder(**{"verbose": verbose, **data_args})
     parts = list(loaded) if isinstance(loaded, tuple) else [loaded]
     train, val, test = parts[0], (parts[1] if len(parts) > 1 else None), \
         (parts[2] if len(parts) > 2 else None)
@@ -492,7 +500,8 @@ def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose
     if calibrate:
         from tltf.evaluate import calibrate as fit_temperature
 
-        calibration = fit_temperature(model, val, batch_size=config["train"].get("batch_size", 32))
+        calibration = fit_temperature(model, val, batch_size=config["train"].get("batch_size", 32),
+                                      verbose=verbose)
         model = calibration.model
         say(f"calibrated: temperature {calibration.temperature:.3f}, validation ECE "
             f"{calibration.ece_before:.4f} -> {calibration.ece_after:.4f}")

@@ -24,6 +24,7 @@ import keras_tuner
 import numpy as np
 
 from tltf import train as _train
+from tltf._progress import resolve_verbose
 from tltf.backbones import get_backbone
 from tltf.models import build_classifier, compile_classifier, head_of
 
@@ -453,7 +454,7 @@ def search(
     best_model: str | None = "restore",
     seed: int | None = 0,
     callbacks: list | None = None,
-    verbose: int = 1,
+    verbose: int | str = "auto",
     **space,
 ) -> SearchResult:
     """Searches unfreeze depth, learning rates and head settings with KerasTuner.
@@ -489,7 +490,9 @@ def search(
         seed: int or `None`. Seed of the tuner (the same seed proposes the same trials)
             and of training. Defaults to `0`.
         callbacks: list of `keras.callbacks.Callback` or `None`. Passed to phase 2.
-        verbose: int. 0 silent, 1 progress. Defaults to `1`.
+        verbose: 0 (silent), 1 (KerasTuner's trial display and Keras' progress bars), 2 (the
+            trial display and one line per epoch) or `"auto"` (1 on a terminal, 2 in a file
+            or CI log). Defaults to `"auto"`.
         **space: knobs of `TransferHyperModel` (`unfreeze_blocks`, `finetune_lr`,
             `head_lr`, `dropout`, `label_smoothing`, `augment`).
 
@@ -523,6 +526,7 @@ def search(
         raise TypeError(f"search() got unknown keyword arguments {unknown}; the search-space "
                         f"knobs are {sorted(_DEFAULT_SPACE)}. Received: {unknown[0]}="
                         f"{space[unknown[0]]!r}")
+    verbose = resolve_verbose(verbose)
     train_ds, class_names, num_classes, size = _as_batches(train, True, batch_size, seed,
                                                            num_classes, "train")
     val_ds = _as_batches(val, False, batch_size, seed, num_classes, "val")[0]

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tltf._backend import check_backend
+from tltf._progress import Progress
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -138,6 +139,7 @@ def verify_tflite(
     max_samples: int | None = 1000,
     num_threads: int | None = None,
     name: str | None = None,
+    verbose: int | str = 0,
 ) -> VerificationReport:
     """Runs a `.tflite` file with LiteRT next to the Keras model on real images and compares.
 
@@ -159,6 +161,8 @@ def verify_tflite(
         num_threads: int or None. LiteRT interpreter threads. Defaults to None (LiteRT's
             default).
         name: str or None. Label of this variant in reports. Defaults to the file name.
+        verbose: 0 (silent), 1 (a progress bar), 2 (a few plain lines) or `"auto"` (the bar
+            on a terminal, lines in a file or CI log). Defaults to `0`.
 
     Returns:
         A `VerificationReport`.
@@ -192,6 +196,10 @@ def verify_tflite(
     expected = tuple(int(d) for d in inp["shape"][1:])
 
     keras_probs, tflite_probs, labels, latencies = [], [], [], []
+    total = _count(data)
+    if total is not None and max_samples is not None:
+        total = min(total, max_samples)
+    bar = Progress(total, f"verifying {path.name}", verbose, unit="images")
     for images, batch_labels in iterate_images(data, max_samples=max_samples):
         if tuple(images.shape[1:]) != expected:
             raise ValueError(
@@ -209,8 +217,10 @@ def verify_tflite(
             interpreter.invoke()
             latencies.append(time.perf_counter() - start)
             tflite_probs.append(_from_output(interpreter.get_tensor(out["index"]), out))
+        bar.update(len(images))
         if batch_labels is not None:
             labels.append(batch_labels)
+    bar.close()
     if not keras_probs:
         raise ValueError(f"`data` yielded no images. Received: data={data!r}")
 
@@ -273,6 +283,18 @@ def iterate_images(data, *, max_samples: int | None = None, batch_size: int = 32
             yield images, labels
         if remaining is not None and remaining <= 0:
             return
+
+
+def _count(data) -> int | None:
+    """How many images `data` holds, when that is known without reading it."""
+    if isinstance(data, tuple) and len(data) == 2 and not callable(data[0]):
+        data = data[0]
+    if isinstance(data, tf.data.Dataset):
+        return None  # batches, not images
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 def _batches(data, batch_size, shuffle, seed):
