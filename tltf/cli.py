@@ -318,13 +318,15 @@ def _cmd_train(args) -> int:
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
     train_cfg.setdefault("seed", args.seed)
+    if args.tensorboard:
+        train_cfg["tensorboard"] = True
     export_cfg = dict(config["export"])
     if args.tflite:
         export_cfg["quantization"] = args.tflite
     train_run(out, {"data": data_cfg, "model": model_cfg, "train": train_cfg,
                     "export": export_cfg},
               resume=args.resume, overwrite=args.overwrite, calibrate=args.calibrate,
-              verbose=1, say=_say)
+              verbose="auto", say=_say)
     return 0
 
 
@@ -345,9 +347,10 @@ def _cmd_evaluate(args) -> int:
     path = Path(args.data)
     if not path.is_dir():
         raise FileNotFoundError(f"Data folder not found: {path}. Received: data={str(path)!r}")
-    loaded = tltf.load_image_folder(path, image_size=_image_size_of(model), class_names=names)
+    loaded = tltf.load_image_folder(path, image_size=_image_size_of(model), class_names=names,
+                                    verbose="auto")
     data = loaded[-1] if isinstance(loaded, tuple) else loaded
-    report = evaluate(model, data, batch_size=args.batch_size, verbose=1)
+    report = evaluate(model, data, batch_size=args.batch_size, verbose="auto")
     _say(report.summary())
     if args.out:
         _say(f"report: {report.save(args.out)}")
@@ -484,6 +487,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in --out (a finished run is left as it is)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (its old files are removed first)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard logs to OUT/tensorboard (pip install "
+                        "\"tltf[tensorboard]\"); view with: tensorboard --logdir OUT/tensorboard")
     p.set_defaults(func=_cmd_train)
 
     p = command("evaluate", "measure a saved model on a labelled folder and write a report",
