@@ -8,13 +8,13 @@ cache of the decoded images, per-epoch reshuffle, optional augmentation, prefetc
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tltf._warn import warn
 from tltf.augment import Policy, batch_augmenter
 from tltf.decode import (
     MAX_PIXELS,
@@ -411,9 +411,6 @@ def _validated(
     if bad:
         shown = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        warnings.warn(
-            f"Left out {len(bad)} unusable file(s) in {what} (see `.skipped`):\n{shown}{more}",
-            stacklevel=3,
-        )
+        warn(f"Left out {len(bad)} unusable file(s) in {what} (see `.skipped`):\n{shown}{more}")
     keep = [i for i, c in enumerate(checks) if c.ok]
     return [files[i] for i in keep], [checks[i] for i in keep], [labels[i] for i in keep], bad

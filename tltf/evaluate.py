@@ -813,8 +813,8 @@ def _read_files(files, size, resize, batch_size=32, verbose=0):
     Unreadable files are left out with a warning; if none is readable, ValueError.
     """
     import tempfile
-    import warnings
 
+    from tltf._warn import warn
     from tltf.dataset import _batches_in_order, _files_dataset
     from tltf.decode import check_files
 
@@ -832,7 +832,7 @@ def _read_files(files, size, resize, batch_size=32, verbose=0):
                 f"None of the {len(files)} file(s) is a readable image: {listing}{more}. "
                 f"Received: path={bad[0][0]!r}"
             )
-        warnings.warn(f"Left out {len(bad)} unreadable file(s): {listing}{more}", stacklevel=4)
+        warn(f"Left out {len(bad)} unreadable file(s): {listing}{more}")
     data = _files_dataset([f for f, _ in good], [c for _, c in good], [0] * len(good), ["0"],
                           size, resize, bad)
 

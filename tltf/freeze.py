@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import difflib
 import math
-import warnings
 
 import keras
 
 from tltf._backend import check_backend
+from tltf._warn import warn
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -167,11 +167,9 @@ def _start_index(model: keras.Model, backbone: keras.Layer, how: str) -> int:
     spec = get_backbone(spec_name) if isinstance(spec_name, str) else spec_name
     starts = list(block_start_indices(spec, backbone))
     if value > len(starts):
-        warnings.warn(
+        warn(
             f"unfreeze={how!r} asks for {value} blocks but the backbone "
-            f"{getattr(spec, 'name', spec_name)!r} has only {len(starts)}; unfreezing all of it.",
-            UserWarning,
-            stacklevel=3,
+            f"{getattr(spec, 'name', spec_name)!r} has only {len(starts)}; unfreezing all of it."
         )
         return 0
     return starts[-value]
