@@ -14,7 +14,10 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
+
+from tltf._quiet import log_environment, quiet
 
 __all__ = ["load_config", "main"]
 
@@ -557,12 +560,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    # The package metadata takes its version from this string (pyproject.toml), and reading
+    # it imports nothing heavy: `tltf/__init__.py` loads TensorFlow only on first use.
+    from tltf import __version__
 
-        return version("tltf")
-    except Exception:  # not installed: running from a source tree
-        return "unknown"
+    return __version__
 
 
 def _one_line(error: BaseException) -> str:
@@ -593,10 +595,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if not args.verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings(), log_environment(args.verbose):
+            warnings.showwarning = _show_warning
+            # TensorFlow's C++ start-up lines go straight to descriptor 2 when it is first
+            # imported and looks for devices; every command needs it, so load it here.
+            with quiet(verbose=args.verbose):
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("tltf: interrupted", file=sys.stderr)
         return 130
@@ -609,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tltf: error: {kind}{_one_line(error)} (--verbose shows the traceback)",
                   file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"tltf: warning: {_one_line(message) if isinstance(message, Warning) else message}",
+          file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltf._quiet import quiet
+from tltf._warn import warn
 from tltf.verify import VerificationReport, iterate_images, verify_tflite, write_comparison
 
 __all__ = ["ExportResult", "export_best", "export_saved_model", "export_tflite"]
@@ -288,8 +289,7 @@ def export_best(
                 "images: pass `representative_data=` or add 'float32', 'float16' or 'dynamic'. "
                 "Received: representative_data=None"
             )
-        warnings.warn("Skipping the int8 variants: no `representative_data` to calibrate them.",
-                      stacklevel=2)
+        warn("Skipping the int8 variants: no `representative_data` to calibrate them.")
         modes = [m for m in modes if m not in ("int8", "int8_io")]
     path = _tflite_path(path)
     json_path = path.with_suffix(".comparison.json")
@@ -466,7 +466,8 @@ def _convert(graph, quantization, io_dtype, representative_data, num_samples, al
             ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
         converter.target_spec.supported_ops = ops
         try:
-            return converter.convert()
+            with quiet():  # its C++ prints `fully_quantize: 0, ...` lines on descriptor 2
+                return converter.convert()
         except Exception as error:  # the converter raises ConverterError and others
             raise _conversion_error(error, quantization, allow_select) from error
 
@@ -637,10 +638,9 @@ def _resolve_metadata(metadata) -> bool:
     if metadata == "auto":
         if metadata_available():
             return True
-        warnings.warn(
+        warn(
             "Exporting without TFLite metadata because `mediapipe` is not installed; "
-            "`pip install tltf[mediapipe]` to embed labels and normalization for MediaPipe.",
-            stacklevel=3,
+            "`pip install tltf[mediapipe]` to embed labels and normalization for MediaPipe."
         )
         return False
     if metadata:
@@ -666,9 +666,8 @@ def _resolve_class_names(class_names, graph, *datasets) -> list[str]:
                     f"class_names={list(names)!r}"
                 )
             return [str(n) for n in names]
-    warnings.warn(
-        "No class names (not in the model head, the data or `class_names=`): the labels "
-        "will be the class indices.", stacklevel=3)
+    warn("No class names (not in the model head, the data or `class_names=`): the labels "
+         "will be the class indices.")
     return [str(i) for i in range(num_classes)]
 
 
