@@ -114,7 +114,8 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     extract = _Extractor(keras.Model(model.inputs, head.input))
     source = batched(train, "train", training=False, batch_size=batch_size, seed=seed) if hasattr(
         train, "prepare") else train_ds
-    x, y = features(extract, source, "phase 1: caching training features", verbose)
+    total = -(-len(train) // batch_size) if hasattr(train, "prepare") else None
+    x, y = features(extract, source, "phase 1: caching training features", verbose, total)
     check_labels("train", y, int(model.outputs[0].shape[-1]))
     n = len(y)
     if verbose:
@@ -155,14 +156,14 @@ class _Extractor:
         return graph(images)
 
 
-def features(extract, ds, label="extracting features", verbose=0):
+def features(extract, ds, label="extracting features", verbose=0, total=None):
     """(features, labels) as NumPy arrays of every batch of `ds`, through `extract`."""
     from tltf._progress import progress
 
-    n = int(ds.cardinality())
+    if total is None and int(ds.cardinality()) >= 0:
+        total = int(ds.cardinality())
     xs, ys = [], []
-    for images, labels in progress(ds, label, verbose, total=n if n >= 0 else None,
-                                   unit="batches"):
+    for images, labels in progress(ds, label, verbose, total=total, unit="batches"):
         xs.append(np.asarray(extract(images)))
         ys.append(np.asarray(labels))
     if not xs:

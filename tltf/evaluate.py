@@ -390,8 +390,8 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
 
     y_true, y_prob, heap, calibrated = [], [], [], _temperature_of(model)
     seen = 0
-    for images, labels in progress(batches, "evaluating", verbose, total=_num_batches(batches),
-                                   unit="batches"):
+    total = _num_batches(batches) if files is None else -(-len(files) // batch_size)
+    for images, labels in progress(batches, "evaluating", verbose, total=total, unit="batches"):
         probs = _to_probabilities(model(images, training=False), head)
         if order is not None:
             probs = probs[:, order]
@@ -501,10 +501,10 @@ def calibrate(model: keras.Model, data, *, batch_size: int = 32,
             "This model already ends in a TemperatureScaling layer; calibrate the original "
             "model instead. Received: model with a 'temperature' layer"
         )
-    batches, _, _ = _as_batches(data, batch_size)
+    batches, files, _ = _as_batches(data, batch_size)
+    total = _num_batches(batches) if files is None else -(-len(files) // batch_size)
     y_true, logits = [], []
-    for images, labels in progress(batches, "calibrating", verbose,
-                                   total=_num_batches(batches), unit="batches"):
+    for images, labels in progress(batches, "calibrating", verbose, total=total, unit="batches"):
         scores = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
         if head.get("output") != "logits":
             scores = np.log(np.maximum(scores, _EPS))
