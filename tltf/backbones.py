@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import keras
 
@@ -83,6 +83,48 @@ class BackboneSpec:
                 f"BackboneSpec '{self.name}': `min_size` must not exceed `default_size`. "
                 f"Received: min_size={self.min_size}, default_size={self.default_size}"
             )
+
+
+def spec_data(spec: BackboneSpec) -> dict:
+    """The plain-data fields of a spec (everything but the constructor), JSON-serialisable.
+
+    A model keeps them in its config, so it knows its own backbone without the registry.
+
+    Example:
+
+    >>> data = spec_data(get_backbone("mobilenet_v2"))
+    >>> data["name"], data["blocks"][:2]
+    ('mobilenet_v2', ['block_1', 'block_3'])
+    """
+    data = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "constructor"}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def spec_from_data(data: dict) -> BackboneSpec:
+    """The spec a model carries, rebuilt from `spec_data` (no registry lookup, nothing loaded).
+
+    Its constructor is the registered one when a backbone of that name is registered with the
+    same blocks; otherwise calling it raises, saying to register the spec to build new models.
+
+    Example:
+
+    >>> spec = spec_from_data(spec_data(get_backbone("mobilenet_v2")))
+    >>> spec.name, spec.blocks[-1]
+    ('mobilenet_v2', 'block_16')
+    """
+    known = {f.name for f in fields(BackboneSpec)} - {"constructor"}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+    registered = _REGISTRY.get(values.get("name"))
+    if registered is not None and tuple(registered.blocks) == values.get("blocks"):
+        constructor = registered.constructor
+    else:
+        def constructor(*args, **kwargs):
+            raise ValueError(
+                f"The backbone spec '{values.get('name')}' came with a saved model; it describes "
+                "that model's blocks but cannot build a new backbone. Register the spec "
+                "(tltf.register_backbone) to build new models with it. "
+                f"Received: backbone={values.get('name')!r}")
+    return BackboneSpec(constructor=constructor, **values)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}

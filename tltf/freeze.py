@@ -154,22 +154,21 @@ def _start_index(model: keras.Model, backbone: keras.Layer, how: str) -> int:
         count = max(1, math.ceil(value * len(weighted)))
         return weighted[len(weighted) - count]
     # top_blocks
-    from tltf.backbones import block_start_indices, get_backbone
+    from tltf.backbones import block_start_indices
     from tltf.models import spec_of
 
-    spec_name = spec_of(model)
-    if spec_name is None:
+    spec = spec_of(model)
+    if spec is None:
         raise ValueError(
-            "`unfreeze=\"top_blocks:N\"` needs the block boundaries of a registered backbone, "
-            "but this model's backbone is not from the registry. Use \"fraction:F\", "
+            "`unfreeze=\"top_blocks:N\"` needs the block boundaries of a tltf backbone spec, "
+            "but this model was not built from one. Use \"fraction:F\", "
             f"\"from:<layer name>\" or \"all\" instead. Received: unfreeze={how!r}"
         )
-    spec = get_backbone(spec_name) if isinstance(spec_name, str) else spec_name
     starts = list(block_start_indices(spec, backbone))
     if value > len(starts):
         warn(
             f"unfreeze={how!r} asks for {value} blocks but the backbone "
-            f"{getattr(spec, 'name', spec_name)!r} has only {len(starts)}; unfreezing all of it."
+            f"{spec.name!r} has only {len(starts)}; unfreezing all of it."
         )
         return 0
     return starts[-value]

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tltf.backbones import BackboneSpec, get_backbone
+from tltf.backbones import BackboneSpec, get_backbone, spec_data, spec_from_data
 from tltf.heads import ClassificationHead
 
 __all__ = [
@@ -48,8 +48,10 @@ class Preprocessing(keras.layers.Layer):
         mode: str. `"tf"` (to [-1, 1]), `"torch"` (to [0, 1], then ImageNet mean/std),
             `"caffe"` (RGB to BGR, then ImageNet mean subtracted), `"unit"` (to [0, 1]) or
             `"none"` (the backbone preprocesses itself).
-        backbone_name: str or `None`. The registry name of the backbone it feeds, kept in
-            the saved model so tools can look the backbone's spec up again.
+        backbone_name: str or `None`. The name of the backbone it feeds.
+        backbone_spec: dict or `None`. The data of that backbone's `BackboneSpec`
+            (`tltf.backbones.spec_data`), kept in the model's config so that unfreezing by
+            blocks works for any spec, registered or not, with no registry lookup.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Example:
@@ -60,7 +62,8 @@ class Preprocessing(keras.layers.Layer):
     [[[[-1.0, 0.0, 1.0]]]]
     """
 
-    def __init__(self, mode: str = "none", backbone_name: str | None = None, **kwargs):
+    def __init__(self, mode: str = "none", backbone_name: str | None = None,
+                 backbone_spec: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         from tltf.backbones import PREPROCESSING_MODES
 
@@ -70,6 +73,7 @@ class Preprocessing(keras.layers.Layer):
             )
         self.mode = mode
         self.backbone_name = backbone_name
+        self.backbone_spec = backbone_spec
 
     def call(self, images):
         x = keras.ops.cast(images, self.compute_dtype)
@@ -96,7 +100,7 @@ class Preprocessing(keras.layers.Layer):
             from tltf.hub import _FromLiveLayer
 
             name = _FromLiveLayer(name)  # an in-memory clone may resolve it again
-        config.update(mode=self.mode, backbone_name=name)
+        config.update(mode=self.mode, backbone_name=name, backbone_spec=self.backbone_spec)
         return config
 
     @classmethod
@@ -259,7 +263,9 @@ def build_classifier(
             layer = augmentation_layer(augment, seed=seed)
             if layer is not None:
                 x = layer(x)
-        x = Preprocessing(mode, backbone_name=spec.name if spec else None, name="preprocessing")(x)
+        x = Preprocessing(mode, backbone_name=spec.name if spec else None,
+                          backbone_spec=spec_data(spec) if spec else None,
+                          name="preprocessing")(x)
         features = net(x, training=False)
         outputs = head(features)
         default_name = re.sub(r"[^0-9A-Za-z_]", "_", spec.name if spec else backbone.name)
@@ -384,7 +390,11 @@ def backbone_of(model: keras.Model) -> keras.Model:
 
 
 def spec_of(model: keras.Model) -> BackboneSpec | None:
-    """Returns the registry `BackboneSpec` a tltf model was built on (`None` for a user model).
+    """Returns the `BackboneSpec` a tltf model was built on (`None` for a user model).
+
+    The model carries its spec's data in its config, so this works for any spec, registered
+    or not (hub ones included), without a registry lookup or loading anything. Models saved
+    by tltf 0.1 carry only the name, which is looked up in the registry.
 
     Example:
 
@@ -392,8 +402,10 @@ def spec_of(model: keras.Model) -> BackboneSpec | None:
     >>> spec_of(model).name
     'mobilenet_v2'
     """
-    name = _layer(model, "preprocessing", Preprocessing).backbone_name
-    return get_backbone(name) if name else None
+    layer = _layer(model, "preprocessing", Preprocessing)
+    if layer.backbone_spec:
+        return spec_from_data(layer.backbone_spec)
+    return get_backbone(layer.backbone_name) if layer.backbone_name else None
 
 
 def load_model(
