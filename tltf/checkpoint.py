@@ -4,7 +4,7 @@ Layout of `directory/checkpoints/`:
 
 - `state.json`: phase, epochs done in each phase, the merged history so far, the early-stopping
   and best-epoch bookkeeping, and the name of the weights file below. It is the commit point:
-  it is replaced (temp file + `os.replace`) only after the weights file it names is complete.
+  it is replaced (atomically, by `tltf._io`) only after the weights file it names is complete.
 - `phase<P>-epoch<E>.weights.h5`: the weights of the model being fitted together with its
   optimizer state (moments, iteration count, hence the learning-rate schedule position).
 - `best.npz`: the weights of the whole classifier at the best epoch so far.
@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from tltf._backend import check_backend
+from tltf._io import atomic_path, atomic_write
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -38,74 +38,11 @@ __all__ = [
     "RunState",
     "PhaseCheckpoint",
     "check_same_model",
-    "load_arrays",
     "model_identity",
-    "save_arrays",
-    "write_text",
 ]
 
 STATE_FILE = "state.json"
 FINAL_WEIGHTS = "final.npz"
-
-
-def write_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` atomically (temp file in the same folder, fsync, rename).
-
-    A reader (or a resumed run) sees the old file or the new one, never half of one.
-
-    Example:
-
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> path = Path(tempfile.mkdtemp()) / "state.json"
-    >>> write_text(path, '{"phase": 2}')
-    >>> path.read_text()
-    '{"phase": 2}'
-    """
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    """Saves a list of arrays (`model.get_weights()`) to `path` (.npz) atomically.
-
-    Example:
-
-    >>> import tempfile
-    >>> import numpy as np
-    >>> from pathlib import Path
-    >>> path = Path(tempfile.mkdtemp()) / "best.npz"
-    >>> save_arrays(path, [np.zeros(2), np.ones((2, 2))])
-    >>> [a.shape for a in load_arrays(path)]
-    [(2,), (2, 2)]
-    """
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        np.savez(f, *arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_arrays(path: Path) -> list[np.ndarray]:
-    """Loads the arrays written by `save_arrays`, in order.
-
-    Example:
-
-    >>> import tempfile
-    >>> import numpy as np
-    >>> from pathlib import Path
-    >>> path = Path(tempfile.mkdtemp()) / "phase1.npz"
-    >>> save_arrays(path, [np.arange(3)])
-    >>> load_arrays(path)[0].tolist()
-    [0, 1, 2]
-    """
-    with np.load(path, allow_pickle=False) as data:  # never unpickle: a run folder may be a stranger's
-        return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
 @dataclass
@@ -148,7 +85,7 @@ class RunState:
             ) from None
 
     def save(self, folder: Path) -> None:
-        write_text(folder / STATE_FILE, json.dumps(asdict(self), indent=1))
+        atomic_write(folder / STATE_FILE, json.dumps(asdict(self), indent=1))
 
 
 def model_identity(model: keras.Model) -> dict:
@@ -259,9 +196,8 @@ class PhaseCheckpoint(keras.callbacks.BackupAndRestore):
         state = self.state
         old = state.weights_file
         name = f"phase{self.phase}-epoch{state.epochs_done[str(self.phase)]:04d}.weights.h5"
-        tmp = self.folder / f".tmp-{name}"
-        self.model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, self.folder / name)
+        with atomic_path(self.folder / name) as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
         state.weights_file = name
         state.save(self.folder)
         if old and old != name and (self.folder / old).exists():

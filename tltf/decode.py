@@ -18,7 +18,6 @@ import io
 import json
 import os
 import stat
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tltf._io import atomic_path, atomic_write
 from tltf._progress import progress, resolve_verbose
 
 __all__ = [
@@ -300,9 +300,8 @@ def _reencode(check: FileCheck, folder: Path) -> FileCheck:
                 image = image.point(lambda v: v / 257).convert("L")
             rgb = image.convert("RGB")
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{check.sha1}.{os.getpid()}.png"
-        rgb.save(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            rgb.save(tmp, format="PNG")
     return dataclasses.replace(check, decoded_path=str(target))
 
 
@@ -318,10 +317,7 @@ def _load_cache(file: Path) -> dict:
 
 def _save_cache(file: Path, entries: dict) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checks-", dir=file.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"version": _CACHE_VERSION, "files": entries}, f)
-    os.replace(tmp, file)
+    atomic_write(file, json.dumps({"version": _CACHE_VERSION, "files": entries}))
 
 
 def check_files(

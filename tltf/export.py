@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltf._io import atomic_write
 from tltf._quiet import quiet
 from tltf._warn import warn
 from tltf.verify import VerificationReport, iterate_images, verify_tflite, write_comparison
@@ -191,10 +192,10 @@ def export_tflite(
 
         content = embed(content, names, name=graph.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, content, check=lambda p: _check_runs(p, allow_select_tf_ops))
+    atomic_write(path, content, check=lambda p: _check_runs(p, allow_select_tf_ops))
     from tltf.metadata import labels_text
 
-    _atomic_write(labels_path, labels_text(names).encode("utf-8"))
+    atomic_write(labels_path, labels_text(names).encode("utf-8"))
     details = _io_details(path)
     return ExportResult(path=path, quantization=quantization, size_bytes=path.stat().st_size,
                         input_dtype=details[0], output_dtype=details[1],
@@ -526,23 +527,6 @@ def _conversion_error(error, quantization, allow_select):
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def _atomic_write(path: Path, content: bytes, *, check=None) -> None:
-    # Not mkstemp: its files are private (0600); this one gets the usual umask permissions.
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        if check is not None:
-            check(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_runs(path: Path, allow_select: bool) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tltf._io import atomic_write
+
 __all__ = [
     "plot_confusion_matrix",
     "plot_history",
@@ -219,7 +221,7 @@ def save_report(report, directory: str | os.PathLike) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / REPORT_FILES["json"]).write_text(json.dumps(report.to_dict(), indent=2))
+    atomic_write(directory / REPORT_FILES["json"], json.dumps(report.to_dict(), indent=2))
     figures = {"confusion_matrix": plot_confusion_matrix(
         report.confusion_matrix, report.class_names, directory / REPORT_FILES["confusion_matrix"])}
     if report.history:
@@ -230,7 +232,7 @@ def save_report(report, directory: str | os.PathLike) -> Path:
     if any(m.image is not None for m in report.mistakes):
         figures["mistakes"] = plot_mistakes(report.mistakes, directory / REPORT_FILES["mistakes"])
     page = directory / REPORT_FILES["html"]
-    page.write_text(_html(report, figures), encoding="utf-8")
+    atomic_write(page, _html(report, figures))
     return page
 
 

@@ -29,6 +29,8 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from tltf._io import atomic_path, atomic_write
+
 __all__ = ["RUN_FILE", "RunFolder", "train_run"]
 
 RUN_FILE = "run.json"
@@ -153,7 +155,7 @@ class RunFolder:
                 shutil.rmtree(target)
             elif os.path.lexists(target):
                 target.unlink()
-        _write_text(self.path / "config.yaml", config_text)
+        atomic_write(self.path / "config.yaml", config_text)
         self._new_record(identity, data)
 
     def adopt(self, identity: dict, data: dict | None = None) -> None:
@@ -185,7 +187,7 @@ class RunFolder:
 
     def _save(self) -> None:
         self.record["updated"] = _now()
-        _write_text(self.path / RUN_FILE, json.dumps(self.record, indent=1))
+        atomic_write(self.path / RUN_FILE, json.dumps(self.record, indent=1))
 
     # -------------------------------------------------------------------------- closing
 
@@ -267,12 +269,6 @@ def _read_record(path: Path) -> dict | None:
     except (OSError, ValueError) as e:
         raise ValueError(f"The run record {file} cannot be read ({e}). Start a new run with "
                          f"another --out. Received: out={str(path)!r}") from None
-
-
-def _write_text(path: Path, text: str) -> None:
-    from tltf.checkpoint import write_text
-
-    write_text(path, text)
 
 
 def _now() -> str:
@@ -505,10 +501,9 @@ def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose
         model = calibration.model
         say(f"calibrated: temperature {calibration.temperature:.3f}, validation ECE "
             f"{calibration.ece_before:.4f} -> {calibration.ece_after:.4f}")
-    tmp = run.path / f".model.{os.getpid()}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, model_path)
-    _write_text(run.path / "history.json", json.dumps(result.history, indent=2, default=str))
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    atomic_write(run.path / "history.json", json.dumps(result.history, indent=2, default=str))
     say(f"saved {model_path}")
     run.mark("trained")
     return model

@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from tltf import runtime
+from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import keras_steps_without_retracing_warning, resolve_verbose
 from tltf._train_data import (
     batched,
@@ -40,10 +41,7 @@ from tltf.checkpoint import (
     PhaseCheckpoint,
     RunState,
     check_same_model,
-    load_arrays,
     model_identity,
-    save_arrays,
-    write_text,
 )
 from tltf.freeze import freeze_backbone, parse_unfreeze
 from tltf.freeze import unfreeze as unfreeze_layers
@@ -450,7 +448,7 @@ class _Run:
         for row in rows:
             keys += [k for k in row if k not in keys]
         lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in rows]
-        write_text(self.log_dir / "history.csv", "\n".join(lines) + "\n")
+        atomic_write(self.log_dir / "history.csv", "\n".join(lines) + "\n")
 
     def log_epoch(self, line: str) -> None:
         """Appends one epoch's line to `logs/train.log` (and prints it in line mode)."""

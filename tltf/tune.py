@@ -24,6 +24,7 @@ import keras_tuner
 import numpy as np
 
 from tltf import train as _train
+from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import resolve_verbose
 from tltf.backbones import get_backbone
 from tltf.models import build_classifier, compile_classifier, head_of
@@ -268,8 +269,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                                                  self.weights, self.seed)
             weights_file = folder / "head.npz"
             if weights_file.is_file():
-                with np.load(weights_file, allow_pickle=False) as saved:  # never unpickle
-                    head.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
+                head.set_weights(load_arrays(weights_file))
                 return {"head_reused": True, "head_dir": str(folder)}
         t1 = time.perf_counter()
         _train.fine_tune(model, train, val, head_epochs=self.head_epochs, finetune_epochs=0,
@@ -278,12 +278,10 @@ class TransferHyperModel(keras_tuner.HyperModel):
         if self.warm_start is None:
             return {"phase1_seconds": seconds}
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"head.{os.getpid()}.tmp.npz"
-        np.savez(partial, **{f"w{i}": w for i, w in enumerate(head.get_weights())})
-        (folder / "settings.json").write_text(json.dumps(
+        atomic_write(folder / "settings.json", json.dumps(
             {**{n: k[n] for n in ("backbone", *_HEAD_KNOBS)}, "head_epochs": self.head_epochs,
              "seconds": seconds}, default=str, indent=1))
-        os.replace(partial, weights_file)  # atomic: a concurrent worker sees all or nothing
+        save_arrays(weights_file, head.get_weights())  # last: a concurrent worker sees all or nothing
         return {"phase1_seconds": seconds, "head_dir": str(folder)}
 
 
@@ -362,7 +360,7 @@ class _TltfTunerMixin:
         self.tltf_trials_run.append(record)
         path = Path(self.get_trial_dir(trial.trial_id)) / "tltf_trial.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, default=str, indent=1))
+        atomic_write(path, json.dumps(record, default=str, indent=1))
 
 
 def _tuner_class(kind: str):
