@@ -138,3 +138,79 @@ def test_the_tune_warm_start_reuses_a_head_saved_with_old_keys(tmp_path):
     for got, want in zip(head.get_weights(), old):
         np.testing.assert_array_equal(got, want)
     keras.backend.clear_session()
+
+
+# ----------------------------------------------------------------------------- one of each
+
+
+@pytest.mark.parametrize("size", [0, -3, 4097, 100000, (224, 5000), (32,), (32, 32, 3), "big",
+                                  32.0, True, (32, None), [32, False]])
+def test_one_image_size_check_for_data_models_and_the_cli(tmp_path, size):
+    import tltf
+    from tltf.dataset import _image_size
+    from tltf.run import _check_arguments
+
+    message = r"`image_size` must be an int or a \(height, width\) pair of ints, between 1 and 4096"
+    with pytest.raises(ValueError, match=message + r".*Received: image_size="):
+        _image_size(size)
+    with pytest.raises(ValueError, match=message):
+        tltf.build_classifier("mobilenet_v2", 2, image_size=size, weights=None)
+    with pytest.raises(ValueError, match=message):
+        tltf.load_arrays(np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1]), image_size=size)
+    (tmp_path / "data").mkdir()
+    config = {"data": {"path": str(tmp_path / "data"), "image_size": size}, "train": {},
+              "export": {}, "model": {}}
+    with pytest.raises(ValueError, match=message):
+        _check_arguments(config)
+
+
+@pytest.mark.parametrize("size, expected", [(32, (32, 32)), ((24, 40), (24, 40)),
+                                            ([4096, 1], (4096, 1)), (np.int64(8), (8, 8))])
+def test_the_image_size_check_accepts_ints_and_pairs(size, expected):
+    from tltf.dataset import _image_size
+
+    assert _image_size(size) == expected
+
+
+def test_compile_classifier_resolves_jit_auto_as_runtime_does():
+    import tensorflow as tf
+
+    import tltf
+    from tltf.runtime import resolve_jit_compile
+
+    model = tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
+    tltf.compile_classifier(model)
+    assert model.jit_compile is resolve_jit_compile("auto") is False  # CPU
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        assert resolve_jit_compile("auto") is False
+    with pytest.raises(ValueError, match="Received: jit_compile='yes'"):
+        tltf.compile_classifier(model, jit_compile="yes")
+
+
+def test_build_classifier_uses_the_runtime_dtype_policy_scope():
+    import keras
+
+    import tltf
+
+    before = keras.config.dtype_policy().name
+    with pytest.raises(ValueError, match="Received: policy='half'"):
+        tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None, dtype_policy="half")
+    assert keras.config.dtype_policy().name == before
+
+
+def test_one_restore_only_callback_for_both_backups(tmp_path):
+    import keras
+
+    from tltf.checkpoint import PhaseCheckpoint, RunState
+    from tltf.runtime import _restore_only, _RestoreOnly
+
+    for cls, args in [(keras.callbacks.BackupAndRestore, (str(tmp_path / "b"),)),
+                      (PhaseCheckpoint, (tmp_path / "c", 1, RunState()))]:
+        worker = _restore_only(cls)(*args)
+        assert isinstance(worker, _RestoreOnly) and isinstance(worker, cls)
+        assert _restore_only(cls) is type(worker)  # one class per base, made once
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        model.fit(np.zeros((4, 2)), np.zeros(4), epochs=2, verbose=0, callbacks=[worker])
+        assert not os.path.exists(worker._scratch)  # the scratch folder is gone after fit
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # never wrote

@@ -269,6 +269,7 @@ def _check_resize(resize: str) -> None:
 
 
 def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """The one check of an `image_size` argument (data loaders, `build_classifier`, the CLI)."""
     given = image_size
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
@@ -281,8 +282,8 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
         )
     ):
         raise ValueError(
-            f"Expected `image_size` to be an int or a (height, width) pair of ints between 1 and "
-            f"{_MAX_IMAGE_SIZE}. Received: image_size={given!r}"
+            "`image_size` must be an int or a (height, width) pair of ints, between 1 and "
+            f"{_MAX_IMAGE_SIZE} pixels per side. Received: image_size={given!r}"
         )
     return int(image_size[0]), int(image_size[1])
 

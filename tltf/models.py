@@ -8,7 +8,6 @@ non-trainable so they stay in inference mode even when `fit` passes `training=Tr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from pathlib import Path
@@ -17,7 +16,9 @@ import keras
 import numpy as np
 
 from tltf.backbones import BackboneSpec, get_backbone, spec_data, spec_from_data
+from tltf.dataset import _image_size
 from tltf.heads import ClassificationHead
+from tltf.runtime import dtype_policy_scope, resolve_jit_compile
 
 __all__ = [
     "Preprocessing",
@@ -231,7 +232,7 @@ def build_classifier(
     """
     if pooling not in ("avg", "max"):
         raise ValueError(f"`pooling` must be 'avg' or 'max'. Received: pooling={pooling!r}")
-    with _policy_scope(dtype_policy):
+    with dtype_policy_scope(dtype_policy):
         if isinstance(backbone, keras.Model):
             spec = None
             size = _check_size_for_model(backbone, image_size)
@@ -301,7 +302,9 @@ def compile_classifier(
         label_smoothing: float in [0, 1). Defaults to `0.0`.
         metrics: `"auto"` (accuracy matching the label format, plus top-5 accuracy when
             there are more than 5 classes) or a list passed to Keras. Defaults to `"auto"`.
-        jit_compile: bool or `"auto"` (XLA on a GPU, off on CPU). Defaults to `"auto"`.
+        jit_compile: bool or `"auto"`: XLA or not, as `tltf.runtime.resolve_jit_compile`
+            decides (on a single GPU without op determinism; off on CPU and under
+            `tf.distribute`). Defaults to `"auto"`.
         **compile_kwargs: more `keras.Model.compile` arguments.
 
     Returns:
@@ -354,8 +357,7 @@ def compile_classifier(
             metrics.append(top5(k=5, name="top5_accuracy"))
     if isinstance(optimizer, str):
         optimizer = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}})
-    if jit_compile == "auto":
-        jit_compile = _has_gpu()
+    jit_compile = resolve_jit_compile(jit_compile)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile,
                   **compile_kwargs)
     return model
@@ -496,43 +498,8 @@ def _layer(model, name, kind):
     return layer
 
 
-@contextlib.contextmanager
-def _policy_scope(policy):
-    if policy is None:
-        yield
-        return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-_MAX_IMAGE_SIZE = 4096  # as tltf.dataset: a larger side is a typo
-
-
-def _as_size(image_size) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        size = (int(image_size), int(image_size))
-    elif (isinstance(image_size, (tuple, list)) and len(image_size) == 2
-          and all(isinstance(s, (int, np.integer)) for s in image_size)):
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise ValueError(
-            "`image_size` must be an int or a (height, width) pair of ints. "
-            f"Received: image_size={image_size!r}"
-        )
-    if not all(1 <= s <= _MAX_IMAGE_SIZE for s in size):  # 100000 would hang, not fail
-        raise ValueError(
-            f"`image_size` must be between 1 and {_MAX_IMAGE_SIZE} pixels per side. "
-            f"Received: image_size={image_size!r}"
-        )
-    return size
-
-
 def _resolve_size(spec, image_size, weights, allow_other_size) -> tuple[int, int]:
-    size = _as_size(spec.default_size if image_size is None else image_size)
+    size = _image_size(spec.default_size if image_size is None else image_size)
     if min(size) < spec.min_size:
         raise ValueError(
             f"Backbone '{spec.name}' needs images of at least {spec.min_size}x{spec.min_size} "
@@ -617,7 +584,7 @@ def _check_size_for_model(model, image_size) -> tuple[int, int]:
                 "Received: image_size=None"
             )
         return (int(fixed[0]), int(fixed[1]))
-    size = _as_size(image_size)
+    size = _image_size(image_size)
     if None not in fixed and tuple(fixed) != size:
         raise ValueError(
             f"The custom backbone takes {fixed[0]}x{fixed[1]} images, not the requested size. "
@@ -655,8 +622,3 @@ def _check_loss(loss, from_logits):
             f"the right one). Received: loss={loss!r}"
         )
 
-
-def _has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))

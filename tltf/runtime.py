@@ -10,6 +10,7 @@ it off again).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -331,25 +332,36 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     return task_type == "worker" and task_id == 0 and not has_chief
 
 
-class _RestoreOnly(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore for a non-chief worker: restores the chief's backup, writes scratch.
+class _RestoreOnly:
+    """Mixin: a backup callback as a worker that is not the chief runs it.
 
-    Saving reads on-read-synchronised variables, which runs collective ops: a non-chief
-    worker must save when the chief does, or the workers' collectives stop matching. It
-    saves to a private scratch directory instead of the shared backup.
+    Used with Keras' `BackupAndRestore` (`backup_and_restore`) and with `fine_tune`'s
+    `PhaseCheckpoint`, through `_restore_only`. The worker restores from the chief's backup
+    at the start of `fit` and never writes or deletes it. Saving reads on-read-synchronised
+    variables, which runs collective ops: the worker must still save whenever the chief
+    does, or the chief waits forever for it, so it saves to a private scratch folder.
     """
 
-    def __init__(self, backup_dir: str, **kwargs):
-        super().__init__(backup_dir, **kwargs)
-        self._scratch_dir = tempfile.mkdtemp(prefix="tltf-worker-backup-")
-        self._scratch_path = os.path.join(self._scratch_dir, "scratch.weights.h5")
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delete_checkpoint = False  # the chief deletes the shared backup when fit completes
+
+    def on_train_begin(self, logs=None):
+        self._scratch = tempfile.mkdtemp(prefix="tltf-worker-backup-")
+        super().on_train_begin(logs)
 
     def _save_model(self):
-        self.model.save_weights(self._scratch_path, overwrite=True)
+        self.model.save_weights(os.path.join(self._scratch, "scratch.weights.h5"), overwrite=True)
 
     def on_train_end(self, logs=None):
-        # The chief deletes the shared backup when the run completes.
-        shutil.rmtree(self._scratch_dir, ignore_errors=True)
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        super().on_train_end(logs)
+
+
+@functools.cache
+def _restore_only(callback_class: type) -> type:
+    """`callback_class` (`BackupAndRestore` or a subclass) for a non-chief worker: `_RestoreOnly`."""
+    return type(f"RestoreOnly{callback_class.__name__}", (_RestoreOnly, callback_class), {})
 
 
 def backup_and_restore(
@@ -394,7 +406,8 @@ def backup_and_restore(
         return keras.callbacks.BackupAndRestore(
             backup_dir, save_freq=save_freq, double_checkpoint=True
         )
-    return _RestoreOnly(backup_dir, save_freq=save_freq, double_checkpoint=False)
+    return _restore_only(keras.callbacks.BackupAndRestore)(
+        backup_dir, save_freq=save_freq, double_checkpoint=False)
 
 
 def _replace_policy(config, source: str, target: str):

@@ -16,8 +16,6 @@ a run that was killed, with the optimizer state it had.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,8 +361,8 @@ class _Run:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
         elif self.ckpt_dir is not None:  # a worker that is not the chief: restore, never write
-            cbs.append(_RestoreOnly(self.ckpt_dir, phase, state,
-                                    skip=lambda: self.nonfinite is not None))
+            cbs.append(runtime._restore_only(PhaseCheckpoint)(
+                self.ckpt_dir, phase, state, skip=lambda: self.nonfinite is not None))
         cbs += self.user_callbacks
         # verbose=2 is the run's own line per epoch (printed by _Monitor), not Keras' two.
         with keras_steps_without_retracing_warning():
@@ -517,27 +515,6 @@ class _Monitor(keras.callbacks.Callback):
             state.wait += 1
             if run.patience is not None and state.wait >= run.patience:
                 self.model.stop_training = True
-
-
-class _RestoreOnly(PhaseCheckpoint):
-    """A worker that is not the chief: restores from the chief's checkpoint, never writes it.
-
-    Saving mirrored variables can take part in collective operations, so it still saves at
-    the same moments as the chief, to a private scratch folder (as `runtime.backup_and_restore`
-    does); otherwise the chief could wait forever for it.
-    """
-
-    def on_train_begin(self, logs=None):
-        self.scratch = Path(tempfile.mkdtemp(prefix="tltf-worker-ckpt-"))
-        super().on_train_begin(logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.skip():
-            self.model.save_weights(str(self.scratch / "scratch.weights.h5"), overwrite=True)
-
-    def on_train_end(self, logs=None):
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        super().on_train_end(logs)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
