@@ -85,14 +85,16 @@ def test_logits_head_gives_same_metrics():
     assert report.ece == pytest.approx(0.45, abs=1e-5)
 
 
-def test_class_order_of_model_is_mapped_to_data_order():
-    # The model's columns are (b, a, c); the data labels follow (a, b, c).
+def test_class_order_of_data_is_mapped_to_model_order():
+    # The model's columns are (b, a, c); the data labels follow (a, b, c). One rule for all
+    # of tltf (docs/concepts.md, "Class names"): the labels are re-ordered to the head's order.
     model = _passthrough(head_names=["b", "a", "c"])
     swapped = _images(PROBS[:, [1, 0, 2]])
     report = evaluate(model, (swapped, LABELS), class_names=NAMES)
-    assert report.class_names == NAMES
+    assert report.class_names == ["b", "a", "c"]
     assert report.accuracy == pytest.approx(0.5)
-    np.testing.assert_array_equal(report.confusion_matrix, [[1, 1, 0], [1, 1, 0], [0, 1, 1]])
+    # The data-order matrix [[1, 1, 0], [1, 1, 0], [0, 1, 1]], rows and columns as (b, a, c).
+    np.testing.assert_array_equal(report.confusion_matrix, [[1, 1, 0], [1, 1, 0], [1, 0, 1]])
 
 
 def test_tf_dataset_with_one_hot_labels():

@@ -197,10 +197,19 @@ def test_metadata_read_back_and_labels_file(model, tmp_path):
 
 
 def test_metadata_false_and_explicit_class_names(model, tmp_path):
+    # The one class-name rule (docs/concepts.md): `class_names=` names the same classes as
+    # the head (before, export alone let it rename them); a model without names takes them.
     result = export_tflite(model, tmp_path / "m.tflite", metadata=False,
-                           class_names=["a", "b", "c"])
+                           class_names=list(reversed(CLASSES)))
     assert not result.has_metadata
     assert read_metadata(result.path.read_bytes()) is None
+    assert result.labels_path.read_text().splitlines() == CLASSES
+    with pytest.raises(ValueError, match=r"trained on classes .* Received: class_names="):
+        export_tflite(model, tmp_path / "n.tflite", metadata=False, class_names=["a", "b", "c"])
+    plain = keras.Model(model.inputs, model.outputs, name="plain")
+    plain = keras.Sequential([keras.Input(model.input_shape[1:]), plain])  # no layer "head"
+    result = export_tflite(plain, tmp_path / "p.tflite", metadata=False,
+                           class_names=["a", "b", "c"])
     assert result.labels_path.read_text().splitlines() == ["a", "b", "c"]
 
 
@@ -427,7 +436,7 @@ def test_verify_report_contents_and_errors(model, validation, tmp_path):
         verify_tflite(path, model, np.zeros((2, 16, 16, 3), "float32"))
     with pytest.raises(ValueError, match="yielded no images"):
         verify_tflite(path, model, np.zeros((0, SIZE, SIZE, 3), "float32"))
-    with pytest.raises(TypeError, match="`data` must be an ImageDataset"):
+    with pytest.raises(TypeError, match="`data` must be a tltf.data.ImageDataset"):
         verify_tflite(path, model, 42)
     with pytest.raises(ValueError, match="`max_samples` must be a positive"):
         verify_tflite(path, model, x, max_samples=0)
@@ -450,7 +459,11 @@ def test_export_refuses_to_overwrite_a_file_or_another_models_labels(model, tmp_
     user_labels = tmp_path / "labels.txt"
     user_labels.write_text("mine\n")
     first = export_tflite(model, tmp_path / "a.tflite", metadata=False)
-    other = export_tflite(model, tmp_path / "b.tflite", metadata=False, class_names=["x", "y", "z"])
+    # A model without head names takes `class_names=` (a tltf head's names cannot be renamed
+    # by it any more: one class-name rule, docs/concepts.md).
+    plain = keras.Sequential([keras.Input(model.input_shape[1:]),
+                              keras.Model(model.inputs, model.outputs)])
+    other = export_tflite(plain, tmp_path / "b.tflite", metadata=False, class_names=["x", "y", "z"])
     assert first.labels_path == tmp_path / "a.labels.txt"
     assert first.labels_path.read_text().split() == CLASSES  # b's export left a's labels alone
     assert other.labels_path.read_text().split() == ["x", "y", "z"]
@@ -464,7 +477,7 @@ def test_export_refuses_to_overwrite_a_file_or_another_models_labels(model, tmp_
         export_tflite(model, tmp_path / "c.tflite", metadata=False)
     assert not (tmp_path / "c.tflite").exists() and stranger.read_text() == "someone else's\n"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "c.labels.txt"} == before
-    again = export_tflite(model, tmp_path / "a.tflite", metadata=False, overwrite=True,
+    again = export_tflite(plain, tmp_path / "a.tflite", metadata=False, overwrite=True,
                           class_names=["p", "q", "r"])
     assert again.labels_path.read_text().split() == ["p", "q", "r"]
 

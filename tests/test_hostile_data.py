@@ -23,7 +23,7 @@ from PIL import Image
 
 import tltf
 from tltf import decode
-from tltf._train_data import batched
+from tltf._batches import batches
 from tltf.cli import main
 from tltf.data import load_arrays, load_image_folder
 from tltf.decode import check_files, list_image_files
@@ -189,11 +189,12 @@ def test_rgb555_bmp_is_reencoded_and_evaluate_attributes_every_file(tmp_path):
 
 
 def test_file_broken_after_the_check_fails_evaluate_naming_it(tmp_path):
-    _folder(tmp_path, {"a": 3, "b": 3})
+    # Three classes for the 3-output model: 2 names for 3 outputs now raise before reading.
+    _folder(tmp_path, {"a": 3, "b": 3, "c": 3})
     data = load_image_folder(tmp_path, image_size=8, cache_dir=tmp_path / ".c")
     (tmp_path / "a" / "1.png").write_bytes(b"garbage written after the check")
     with pytest.raises(ValueError, match=r"Cannot decode .*a/1\.png although it passed"):
-        evaluate(_mean_colour_model(), data, class_names=["a", "b"])
+        evaluate(_mean_colour_model(), data, class_names=["a", "b", "c"])
 
 
 # 5. One decode path: a file gives the same pixels in training, evaluation and predict.
@@ -279,9 +280,10 @@ def test_out_of_range_label_in_tf_data_raises(tmp_path):
     ds = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 7, 0, 1, 0, 1, 0]))).batch(4)
     with pytest.raises(ValueError, match=r"has label 7, but the model has 2 classes.*"
                                          r"Received: label=7, num_classes=2"):
-        batched(ds, "train", training=True, batch_size=4, seed=0, num_classes=2)
+        batches(ds, "train", training=True, batch_size=4, seed=0, num_classes=2, fit=True)
     late = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1, 0, 1, 0, 9]))).batch(4)
-    checked = batched(late, "train", training=True, batch_size=4, seed=0, num_classes=2)
+    checked = batches(late, "train", training=True, batch_size=4, seed=0, num_classes=2,
+                      fit=True).data
     with pytest.raises(tf.errors.InvalidArgumentError, match="label outside 0..1"):
         list(checked)
     model = tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
@@ -311,7 +313,7 @@ def test_empty_data_raises(tmp_path):
     empty = tf.data.Dataset.from_tensor_slices(
         (np.zeros((0, 32, 32, 3), "float32"), np.zeros(0, "int32"))).batch(4)
     with pytest.raises(ValueError, match=r"`train` is an empty tf.data.Dataset"):
-        batched(empty, "train", training=True, batch_size=4, seed=0)
+        batches(empty, "train", training=True, batch_size=4, seed=0, fit=True)
 
 
 def test_folder_with_only_train_is_not_one_class_named_train(tmp_path):

@@ -224,7 +224,7 @@ def test_bad_data_raises(tmp_path):
     model = tiny_model()
     x, y = tiny_arrays(8)
     with pytest.raises(TypeError, match="must be a tltf.data.ImageDataset or a batched"):
-        fine_tune(model, (x, y))
+        fine_tune(model, [x, y])  # a tuple (x, y) is accepted, as by evaluate and verify
     with pytest.raises(ValueError, match="batch it with"):
         fine_tune(model, tf.data.Dataset.from_tensor_slices((x, y)))
     with pytest.raises(ValueError, match="The training dataset is infinite"):

@@ -1,4 +1,4 @@
-"""Data helpers of `fine_tune`: batching, counting steps, cached backbone features, argument checks."""
+"""Data helpers of `fine_tune`: counting steps, cached backbone features, argument checks."""
 
 from __future__ import annotations
 
@@ -8,83 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltf._batches import batches, check_labels
 from tltf.models import head_of
-
-
-def batched(data, name, *, training, batch_size, seed, num_classes=None):
-    """Batches of the caller's data; with `num_classes`, labels out of range raise.
-
-    The labels of a `tf.data.Dataset` are checked on its first batch here (a ValueError
-    before any training) and on every later batch by an assertion in the pipeline, so a
-    label 7 for a 2-class model never trains silently as an all-zero target.
-    """
-    if hasattr(data, "prepare") and hasattr(data, "class_names"):
-        if not len(data):
-            raise ValueError(
-                f"`{name}` holds no images, so there is nothing to {'train on' if training else 'validate on'}. "
-                f"Check the folder or the split arguments. Received: len({name})=0"
-            )
-        return data.prepare(training=training, batch_size=batch_size, seed=seed)
-    if not isinstance(data, tf.data.Dataset):
-        raise TypeError(
-            f"`{name}` must be a tltf.data.ImageDataset or a batched tf.data.Dataset of "
-            f"(images, labels). Received: {name}={type(data).__name__}"
-        )
-    spec = data.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4):
-        raise ValueError(
-            f"`{name}` must yield batches of (images, labels) with images of shape "
-            "(batch, height, width, 3); batch it with `.batch(batch_size)`. "
-            f"Received: {name}.element_spec={spec}"
-        )
-    if int(data.cardinality()) == 0:
-        raise ValueError(
-            f"`{name}` is an empty tf.data.Dataset: there is nothing to train on. "
-            f"Received: {name}.cardinality()=0"
-        )
-    if num_classes is not None:
-        data = _checked_labels(data, name, int(num_classes))
-    return data
-
-
-def _label_error(name, labels, num_classes):
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] != 1:  # (batch, 1) is one int label per image
-        if labels.shape[1] == num_classes:
-            return None
-        return (f"`{name}` has one-hot labels of width {labels.shape[1]} for a "
-                f"{num_classes}-class model. Received: label width={labels.shape[1]}")
-    labels = labels.reshape(-1).astype(np.int64)
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if not bad.size:
-        return None
-    return (f"`{name}` has label {int(bad[0])}, but the model has {num_classes} classes (labels "
-            f"0 to {num_classes - 1}); fix the labels or build the model with more classes. "
-            f"Received: label={int(bad[0])}, num_classes={num_classes}")
-
-
-def check_labels(name, labels, num_classes):
-    """Raises a ValueError when a label does not fit a `num_classes`-class model."""
-    message = _label_error(name, labels, num_classes)
-    if message:
-        raise ValueError(message)
-
-
-def _checked_labels(data, name, num_classes):
-    for _, labels in data.take(1):  # one batch, eagerly: a clear error before training
-        check_labels(name, labels, num_classes)
-    if data.element_spec[1].shape.rank != 1:
-        return data
-
-    def check(images, labels):
-        ints = tf.cast(labels, tf.int64)
-        ok = tf.reduce_all((ints >= 0) & (ints < num_classes))
-        with tf.control_dependencies([tf.debugging.Assert(ok, [
-                f"`{name}` has a label outside 0..{num_classes - 1} for a {num_classes}-class "
-                "model. Received: labels=", ints], summarize=8)]):
-            return tf.identity(images), labels
-
-    return data.map(check)
 
 
 def num_batches(ds) -> int:
@@ -112,10 +37,10 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
     t0 = time.perf_counter()
     head = head_of(model)
     extract = _Extractor(keras.Model(model.inputs, head.input))
-    source = batched(train, "train", training=False, batch_size=batch_size, seed=seed) if hasattr(
-        train, "prepare") else train_ds
-    total = -(-len(train) // batch_size) if hasattr(train, "prepare") else None
-    x, y = features(extract, source, "phase 1: caching training features", verbose, total)
+    # Unshuffled and un-augmented; the same reading as `train_ds` otherwise.
+    source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True)
+    x, y = features(extract, source.data, "phase 1: caching training features", verbose,
+                    source.num_batches)
     check_labels("train", y, int(model.outputs[0].shape[-1]))
     n = len(y)
     if verbose:

@@ -361,12 +361,11 @@ def _cmd_evaluate(args) -> int:
 
 
 def _head_names(model):
-    try:
-        from tltf.models import head_of
+    """The head's class names, so that folders load with labels in the model's order."""
+    from tltf.models import head_or_none
 
-        return head_of(model).class_names
-    except ValueError:
-        return None
+    head = head_or_none(model)
+    return None if head is None else head.class_names
 
 
 def _cmd_predict(args) -> int:

@@ -20,7 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltf._batches import batches
+from tltf._class_names import resolve_class_names
 from tltf._progress import progress
+from tltf.heads import TemperatureScaling
 
 __all__ = [
     "Calibration",
@@ -37,63 +40,6 @@ __all__ = [
 
 _EPS = 1e-7
 _THUMB = 96  # side of the thumbnails kept for the mistakes grid
-
-
-@keras.saving.register_keras_serializable(package="tltf")
-class TemperatureScaling(keras.layers.Layer):
-    """Divides class scores by a fitted temperature (post-hoc calibration).
-
-    Appended after the head by `calibrate`. With `from_logits=False` it takes softmax
-    probabilities and returns `softmax(log(p) / temperature)`, which equals the softmax of the
-    original logits divided by the temperature; with `from_logits=True` it returns
-    `logits / temperature`. The ranking of classes (hence accuracy) never changes, only the
-    confidence. The temperature is a non-trainable weight, saved with the model and exported
-    to TFLite with it.
-
-    Args:
-        temperature: float. Positive temperature; above 1 softens over-confident scores.
-            Defaults to `1.0`.
-        from_logits: bool. Whether the incoming scores are logits. Defaults to `False`.
-        **kwargs: base `keras.layers.Layer` arguments (`name`).
-
-    Example:
-
-    >>> import numpy as np
-    >>> layer = TemperatureScaling(2.0)
-    >>> p = layer(np.array([[0.9, 0.1]], "float32"))
-    >>> bool(p[0, 0] < 0.9)
-    True
-    """
-
-    def __init__(self, temperature: float = 1.0, *, from_logits: bool = False, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        if not float(temperature) > 0:
-            raise ValueError(
-                f"`temperature` must be a positive number. Received: temperature={temperature!r}"
-            )
-        self.initial_temperature = float(temperature)
-        self.from_logits = bool(from_logits)
-        self.temperature = self.add_weight(
-            name="temperature", shape=(), trainable=False,
-            initializer=keras.initializers.Constant(self.initial_temperature),
-        )
-
-    def call(self, scores):
-        scores = keras.ops.cast(scores, "float32")
-        if self.from_logits:
-            return scores / self.temperature
-        logits = keras.ops.log(keras.ops.maximum(scores, _EPS))
-        return keras.ops.softmax(logits / self.temperature, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(temperature=float(keras.ops.convert_to_numpy(self.temperature)),
-                      from_logits=self.from_logits)
-        return config
 
 
 @dataclass
@@ -330,19 +276,22 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
              history=None, verbose: int | str = 0) -> EvaluationReport:
     """Measures a single-label classifier on labelled data.
 
-    Labels are read in the order of the data's recorded class names. When the model's head
-    also records class names in another order, the model's scores are re-ordered to match
-    the data, so a shuffled class order can never pair the wrong names with the wrong
-    scores. Metrics come from scikit-learn.
+    Class names follow the rule of docs/concepts.md ("Class names"): when the model's head
+    records the data's classes in another order, the labels are re-ordered to the head's
+    order (and the report lists the head's order), so a shuffled class order can never pair
+    the wrong names with the wrong scores; other classes raise. Metrics come from
+    scikit-learn.
 
     Args:
         model: keras.Model. A classifier taking raw pixels and returning class
             probabilities or logits (as recorded by its head, see `tltf.models.head_of`).
-        data: a `tltf.data.ImageDataset` (prepared here without shuffling), a batched
-            `tf.data.Dataset` of `(images, labels)`, or a tuple `(images, labels)` of arrays.
+        data: a `tltf.data.ImageDataset` (read in order, without shuffling), a batched
+            `tf.data.Dataset` of `(images, labels)`, a tuple `(images, labels)` of arrays,
+            or a generator (or a function returning one) of `(images, labels)` batches.
             Labels are integers or one-hot vectors.
-        class_names: list of str or `None`. Names in label order. Defaults to the data's
-            `class_names`, then the model head's, then `"0"`, `"1"`, ...
+        class_names: list of str or `None`. Names of the labels, in label order. Defaults to
+            the data's `class_names`; the model head's names, when it has them, must be the
+            same classes.
         top_k: int. k for the top-k accuracy (capped at `num_classes - 1`, above which it
             is trivially 1). Top-1 is always reported. Defaults to `5`.
         batch_size: int. Batch size when `data` is an `ImageDataset` or arrays.
@@ -384,18 +333,17 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
             "this model's head is multi-label. Evaluate each label as a binary problem "
             "instead. Received: multi_label=True"
         )
-    batches, files, data_names = _as_batches(data, batch_size)
-    model_names = head.get("class_names")
-    names, order = _resolve_class_names(class_names, data_names, model_names)
+    batches = _as_batches(data, batch_size)
+    resolved = resolve_class_names(int(model.outputs[0].shape[-1]), given=class_names,
+                                   data=batches.class_names, head=head.get("class_names"))
+    names, files = resolved.names, batches.files
 
     y_true, y_prob, heap, calibrated = [], [], [], _temperature_of(model)
     seen = 0
-    total = _num_batches(batches) if files is None else -(-len(files) // batch_size)
-    for images, labels in progress(batches, "evaluating", verbose, total=total, unit="batches"):
+    for images, labels in progress(batches, "evaluating", verbose, total=batches.num_batches,
+                                   unit="batches"):
         probs = _to_probabilities(model(images, training=False), head)
-        if order is not None:
-            probs = probs[:, order]
-        labels = _int_labels(labels)
+        labels = resolved.relabel(_int_labels(labels))
         y_true.append(labels)
         y_prob.append(probs)
         _keep_mistakes(heap, num_mistakes, images, labels, probs, seen)
@@ -405,13 +353,6 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
     y_true = np.concatenate(y_true)
     y_prob = np.concatenate(y_prob).astype("float64")
     num_classes = y_prob.shape[1]
-    if names is None:
-        names = [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ValueError(
-            f"The model outputs {num_classes} classes but {len(names)} class names were given "
-            f"or found in the data. Received: class_names={names!r}"
-        )
     if y_true.min() < 0 or y_true.max() >= num_classes:
         raise ValueError(
             f"Labels must be in [0, {num_classes - 1}] for a {num_classes}-class model. "
@@ -501,10 +442,10 @@ def calibrate(model: keras.Model, data, *, batch_size: int = 32,
             "This model already ends in a TemperatureScaling layer; calibrate the original "
             "model instead. Received: model with a 'temperature' layer"
         )
-    batches, files, _ = _as_batches(data, batch_size)
-    total = _num_batches(batches) if files is None else -(-len(files) // batch_size)
+    batches = _as_batches(data, batch_size)
     y_true, logits = [], []
-    for images, labels in progress(batches, "calibrating", verbose, total=total, unit="batches"):
+    for images, labels in progress(batches, "calibrating", verbose, total=batches.num_batches,
+                                   unit="batches"):
         scores = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
         if head.get("output") != "logits":
             scores = np.log(np.maximum(scores, _EPS))
@@ -585,8 +526,8 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
             f"`top_k` must be an integer between 1 and the number of classes ({num_classes}). "
             f"Received: top_k={top_k!r}"
         )
-    names = list(class_names) if class_names is not None else head.get("class_names")
-    names = [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
+    names = resolve_class_names(num_classes, given=class_names,
+                                head=head.get("class_names")).names
     files, batches, skipped = _read_inputs(model, images_or_paths, resize, batch_size, verbose)
     results = Predictions(skipped=skipped)
     count = len(files) if files is not None else sum(len(chunk) for chunk in batches)  # a list
@@ -606,23 +547,10 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
 
 def _head_config(model) -> dict:
     """The head's config (`output`, `multi_label`, `class_names`), or {} for other models."""
-    try:
-        from tltf.models import head_of
+    from tltf.models import head_or_none
 
-        return head_of(model).get_config()
-    except (ImportError, ValueError, AttributeError, KeyError, TypeError):
-        pass
-    try:
-        return model.get_layer("head").get_config()
-    except (ValueError, AttributeError):
-        return {}
-
-
-def _num_batches(batches) -> int | None:
-    if isinstance(batches, tf.data.Dataset):
-        n = int(batches.cardinality())
-        return n if n >= 0 else None
-    return len(batches) if isinstance(batches, list) else None
+    head = head_or_none(model)
+    return {} if head is None else head.get_config()
 
 
 def _inference_model(model):
@@ -662,64 +590,8 @@ def _int_labels(labels) -> np.ndarray:
 
 
 def _as_batches(data, batch_size):
-    """Returns (iterable of (images, labels) batches, files or None, class names or None)."""
-    if hasattr(data, "prepare") and hasattr(data, "class_names"):
-        from tltf.dataset import _batches_in_order
-
-        # Never drops an image: results are attributed to `files` by position.
-        return _batches_in_order(data, batch_size), data.files, list(data.class_names)
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        if not isinstance(spec, tuple) or len(spec) < 2:
-            raise TypeError(
-                "A `tf.data.Dataset` passed as `data` must yield batches of (images, labels). "
-                f"Received: element_spec={spec}"
-            )
-        if spec[0].shape.rank == 3:
-            raise ValueError(
-                "`data` yields single images; batch it first (`ds.batch(32)`) or pass the "
-                f"ImageDataset itself. Received: element_spec={spec}"
-            )
-        return data.map(lambda x, y, *rest: (x, y)), None, None
-    if isinstance(data, tuple) and len(data) == 2:
-        images, labels = np.asarray(data[0]), np.asarray(data[1])
-        if len(images) != len(labels):
-            raise ValueError(
-                "`data` as a tuple must be (images, labels) of equal length. "
-                f"Received: {len(images)} images and {len(labels)} labels"
-            )
-        return ([(images[i:i + batch_size], labels[i:i + batch_size])
-                 for i in range(0, len(images), batch_size)], None, None)
-    raise TypeError(
-        "`data` must be a tltf ImageDataset, a batched tf.data.Dataset of (images, labels) or "
-        f"a tuple (images, labels). Received: data of type {type(data).__name__}"
-    )
-
-
-def _resolve_class_names(given, data_names, model_names):
-    """Returns (names in label order, column order to apply to the model's scores or None)."""
-    if given is not None:
-        given = [str(n) for n in given]
-        if data_names is not None and given != [str(n) for n in data_names]:
-            raise ValueError(
-                "`class_names` disagrees with the class names recorded in the data; labels "
-                f"follow the data's order {list(data_names)!r}, so leave `class_names` unset. "
-                f"Received: class_names={given!r}"
-            )
-        data_names = given
-    if data_names is None:
-        return (list(model_names) if model_names else None), None
-    data_names = [str(n) for n in data_names]
-    if not model_names or list(model_names) == data_names:
-        return data_names, None
-    if sorted(model_names) != sorted(data_names):
-        raise ValueError(
-            f"The model was trained on classes {list(model_names)!r} but the data has classes "
-            f"{data_names!r}; evaluate on data with the same classes. "
-            f"Received: class_names={data_names!r}"
-        )
-    # Same classes, different order: re-order the model's columns into the data's order.
-    return data_names, [list(model_names).index(n) for n in data_names]
+    """Labelled batches of `data`; an `ImageDataset` is read in order, none dropped."""
+    return batches(data, "data", batch_size=batch_size, in_order=True)
 
 
 def _keep_mistakes(heap, limit, images, labels, probs, offset):

@@ -120,8 +120,11 @@ def export_tflite(
             properties, labels) for MediaPipe Tasks and Android; needs `mediapipe`
             (`pip install tltf[mediapipe]`). `"auto"` embeds it when `mediapipe` is
             installed and warns otherwise. Defaults to `"auto"`.
-        class_names: sequence of str or None. Defaults to the model head's `class_names`,
-            then those of `representative_data`/`validation_data`, then the class indices.
+        class_names: sequence of str or None. The names written with the file, by the rule
+            of docs/concepts.md ("Class names"): the model head's names when it has them
+            (`class_names=` and the data's names must then be the same classes), else
+            `class_names=`, else those of `validation_data`/`representative_data`, else the
+            class indices (with a warning). A list of the wrong length raises.
         verify: bool. Measure the file against the Keras model on `validation_data` and
             refuse (raise, leaving `path` untouched) if accuracy drops more than
             `max_accuracy_drop`; with several quantizations, keep the smallest within the
@@ -495,14 +498,15 @@ def _write_saved_model(graph: keras.Model, directory: Path, input_dtype: str) ->
 
 
 def _representative(data, num_samples, *, as_uint8):
-    first = next(iter(iterate_images(data, max_samples=1)), None)
+    first = next(iter(iterate_images(data, max_samples=1, name="representative_data")), None)
     if first is None:
         raise ValueError(
             f"`representative_data` yielded no images. Received: representative_data={data!r}"
         )
 
     def images():
-        for batch, _ in iterate_images(data, max_samples=num_samples, shuffle=True):
+        for batch, _ in iterate_images(data, max_samples=num_samples, shuffle=True,
+                                       name="representative_data"):
             for image in batch:
                 x = image[None]
                 yield [np.clip(np.round(x), 0, 255).astype("uint8") if as_uint8 else x]
@@ -634,31 +638,27 @@ def _resolve_metadata(metadata) -> bool:
     return bool(metadata)
 
 
-def _resolve_class_names(class_names, graph, *datasets) -> list[str]:
-    num_classes = int(graph.output_shape[-1])
-    from tltf.verify import _head_or_none
+def _resolve_class_names(class_names, graph, representative_data, validation_data) -> list[str]:
+    """The names of the model's outputs, by the one rule of `tltf._class_names`."""
+    from tltf._class_names import resolve_class_names
+    from tltf.models import head_or_none
 
-    head = _head_or_none(graph)
-    candidates = [class_names, None if head is None else head.class_names]
-    candidates += [getattr(d, "class_names", None) for d in datasets]
-    for names in candidates:
-        if names is not None:
-            if len(names) != num_classes:
-                raise ValueError(
-                    f"The model has {num_classes} outputs but {len(names)} class names were "
-                    f"found; pass `class_names=` with one name per class. Received: "
-                    f"class_names={list(names)!r}"
-                )
-            return [str(n) for n in names]
-    warn("No class names (not in the model head, the data or `class_names=`): the labels "
-         "will be the class indices.")
-    return [str(i) for i in range(num_classes)]
+    head = head_or_none(graph)
+    head_names = None if head is None else head.class_names
+    results = [resolve_class_names(int(graph.output_shape[-1]), given=class_names,
+                                   data=getattr(data, "class_names", None), head=head_names)
+               for data in (validation_data, representative_data)]  # each must agree
+    resolved = next((r for r in results if r.source != "index"), results[0])
+    if resolved.source == "index":
+        warn("No class names (not in the model head, the data or `class_names=`): the labels "
+             "will be the class indices.")
+    return resolved.names
 
 
 def _output_key(graph) -> str:
-    from tltf.verify import _head_or_none
+    from tltf.models import head_or_none
 
-    head = _head_or_none(graph)
+    head = head_or_none(graph)
     return "logits" if head is not None and head.output_type == "logits" else "probabilities"
 
 

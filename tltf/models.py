@@ -27,6 +27,7 @@ __all__ = [
     "build_classifier",
     "compile_classifier",
     "head_of",
+    "head_or_none",
     "inference_model",
     "load_model",
     "spec_of",
@@ -379,6 +380,25 @@ def head_of(model: keras.Model) -> ClassificationHead:
     return _layer(model, "head", ClassificationHead)
 
 
+def head_or_none(model: keras.Model) -> ClassificationHead | None:
+    """Returns the `ClassificationHead` of a tltf model, or None for any other model.
+
+    For code that also serves plain Keras classifiers (evaluation, export, the CLI); code
+    that needs a tltf model calls `head_of`, which raises.
+
+    Example:
+
+    >>> import keras
+    >>> plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> head_or_none(plain) is None
+    True
+    """
+    try:
+        return head_of(model)
+    except ValueError:
+        return None
+
+
 def backbone_of(model: keras.Model) -> keras.Model:
     """Returns the nested backbone model (layer `"backbone"`) of a tltf model.
 
@@ -488,7 +508,7 @@ def inference_model(model: keras.Model) -> keras.Model:
 def _layer(model, name, kind):
     try:
         layer = model.get_layer(name)
-    except ValueError:
+    except (ValueError, AttributeError):  # no such layer; not a keras.Model at all
         layer = None
     if not isinstance(layer, kind):
         raise ValueError(

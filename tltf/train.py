@@ -24,10 +24,10 @@ import keras
 import tensorflow as tf
 
 from tltf import runtime
+from tltf._batches import batches
 from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import keras_steps_without_retracing_warning, resolve_verbose
 from tltf._train_data import (
-    batched,
     cached_features,
     check_args,
     class_weight_of,
@@ -134,7 +134,8 @@ def fine_tune(
     Args:
         model: keras.Model. A classifier from `tltf.build_classifier`.
         train: `tltf.data.ImageDataset` (its `prepare` is called with `batch_size` and
-            `seed`) or a batched `tf.data.Dataset` of `(images, labels)`.
+            `seed`), a batched `tf.data.Dataset` of `(images, labels)`, or a tuple
+            `(images, labels)` of arrays (shuffled with `seed`).
         val: same types as `train`, or None (no early stopping, no best epoch). Defaults to
             None.
         head_epochs: int >= 0. Phase 1 epochs. Defaults to `5`.
@@ -239,10 +240,10 @@ def fine_tune(
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
     class_weight = class_weight_of(class_weight, train)
     num_classes = int(work.outputs[0].shape[-1])
-    train_ds = batched(train, "train", training=True, batch_size=global_batch, seed=seed,
-                       num_classes=num_classes)
-    val_ds = None if val is None else batched(val, "val", training=False, batch_size=global_batch,
-                                               seed=seed, num_classes=num_classes)
+    train_ds = batches(train, "train", training=True, batch_size=global_batch, seed=seed,
+                       num_classes=num_classes, fit=True).data
+    val_ds = None if val is None else batches(val, "val", training=False, batch_size=global_batch,
+                                              seed=seed, num_classes=num_classes, fit=True).data
     # Known sizes: raises on an infinite dataset, counts at most once, and spares Keras the
     # "input ran out of data" warning it gives for a dataset of unknown size.
     train_ds = with_cardinality(train_ds)

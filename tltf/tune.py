@@ -465,8 +465,9 @@ def search(
     the workers are done; a worker runs trials and returns only its own records.
 
     Args:
-        train: `ImageDataset` or batched `tf.data.Dataset` of (images, labels).
-        val: `ImageDataset` or batched `tf.data.Dataset`; the objective is measured on it.
+        train: `ImageDataset`, batched `tf.data.Dataset` of (images, labels), or a tuple
+            (images, labels) of arrays (then pass `num_classes`).
+        val: same types as `train`; the objective is measured on it.
         backbone: str or list of str. Backbone(s) to search. Defaults to `"mobilenet_v2"`.
         tuner: str. `"bayesian"`, `"hyperband"` (its budget is `finetune_epochs` per
             trial and it ignores `max_trials`) or `"random"`. Defaults to `"bayesian"`.
@@ -509,8 +510,10 @@ def search(
     >>> y = np.arange(8) % 2
     >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     >>> result = search(ds, ds, num_classes=2, weights=None, max_trials=2, tuner="random",
-    ...                 directory=tempfile.mkdtemp(), head_epochs=1, finetune_epochs=1)
-    >>> print(result.table())
+    ...                 directory=tempfile.mkdtemp(), head_epochs=1, finetune_epochs=1,
+    ...                 verbose=0)
+    >>> len(result.trials)
+    2
     """
     if tuner not in _TUNERS:
         raise ValueError(f"`tuner` must be one of {_TUNERS}. Received: tuner={tuner!r}")
@@ -567,24 +570,18 @@ def search(
 
 
 def _as_batches(data, training, batch_size, seed, num_classes, arg):
-    """An `ImageDataset` is prepared once (cached in memory) for all trials."""
-    if hasattr(data, "prepare") and hasattr(data, "num_classes"):
-        ds = data.prepare(training=training, batch_size=batch_size, cache="memory", seed=seed)
-        return ds, list(data.class_names), data.num_classes, tuple(data.image_size)[0]
-    import tensorflow as tf
+    """`tltf._batches.batches` for every trial; an `ImageDataset` is cached in memory once."""
+    from tltf._batches import batches
 
-    if not isinstance(data, tf.data.Dataset):
-        raise TypeError(f"`{arg}` must be an ImageDataset or a batched tf.data.Dataset of "
-                        f"(images, labels). Received: {arg}={type(data).__name__}")
-    if num_classes is None:
-        raise ValueError(f"`num_classes` is needed when `{arg}` is a tf.data.Dataset (an "
-                         "ImageDataset knows it). Pass num_classes=... . "
+    if hasattr(data, "prepare") and hasattr(data, "num_classes"):
+        num_classes = data.num_classes
+    elif num_classes is None and (isinstance(data, tuple) or hasattr(data, "element_spec")):
+        raise ValueError(f"`num_classes` is needed when `{arg}` is a tf.data.Dataset or arrays "
+                         "(an ImageDataset knows it). Pass num_classes=... . "
                          "Received: num_classes=None")
-    shape = data.element_spec[0].shape
-    if shape.rank != 4:
-        raise ValueError(f"`{arg}` must be batched: elements of shape (batch, height, width, "
-                         f"3). Received: element shape {tuple(shape)}")
-    return data, None, num_classes, shape[1]
+    b = batches(data, arg, training=training, batch_size=batch_size, seed=seed, fit=True,
+                num_classes=num_classes, cache="memory")
+    return b.data, b.class_names, num_classes, (b.image_size or (None,))[0]
 
 
 def _trial_rows(the_tuner) -> list[dict]:

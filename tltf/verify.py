@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from tltf._backend import check_backend
+from tltf._batches import batches
+from tltf._class_names import resolve_class_names
 from tltf._progress import Progress
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
@@ -155,8 +157,9 @@ def verify_tflite(
             `tf.data.Dataset` of `(images, labels)` or of images, a tuple `(images, labels)`
             of arrays, an array of images, or a generator of any of these. Without labels,
             accuracies are None.
-        class_names: sequence of str or None. Names for the per-class table. Defaults to
-            the data's `class_names`, then the model head's, then the class indices.
+        class_names: sequence of str or None. Names of the labels, in label order, for the
+            per-class table. Defaults to the data's `class_names`; the rule of
+            docs/concepts.md ("Class names") applies, and a list of the wrong length raises.
         max_samples: int or None. Compare at most this many images. Defaults to `1000`.
         num_threads: int or None. LiteRT interpreter threads. Defaults to None (LiteRT's
             default).
@@ -189,7 +192,9 @@ def verify_tflite(
             f"No .tflite file at {path}; export one first with `tltf.export_tflite`. "
             f"Received: path={str(path)!r}"
         )
-    head = _head_or_none(model)
+    from tltf.models import head_or_none
+
+    head = head_or_none(model)
     interpreter = _interpreter(path, num_threads)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
@@ -228,7 +233,10 @@ def verify_tflite(
     tflite_p = _as_probabilities(np.concatenate(tflite_probs), head)
     multi_label = bool(head is not None and head.multi_label)
     y = np.concatenate(labels) if labels and len(labels) == len(keras_probs) else None
-    names = _class_names(class_names, data, head, keras_p.shape[-1])
+    resolved = resolve_class_names(keras_p.shape[-1], given=class_names,
+                                   data=getattr(data, "class_names", None),
+                                   head=None if head is None else head.class_names)
+    names, y = resolved.names, resolved.relabel(y)
     keras_acc, tflite_acc, per_class = _accuracies(keras_p, tflite_p, y, multi_label, names)
     return VerificationReport(
         path=str(path),
@@ -265,17 +273,21 @@ def write_comparison(reports: Sequence[VerificationReport], json_path: Path, md_
 
 
 def iterate_images(data, *, max_samples: int | None = None, batch_size: int = 32,
-                   shuffle: bool = False, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+                   shuffle: bool = False, seed: int = 0,
+                   name: str = "data") -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yields `(float32 images [B, H, W, 3], labels or None)` batches from any accepted source.
 
     An `ImageDataset` is prepared with `training=False` (no augmentation); `shuffle` applies
     to it only (calibration wants a mix of classes, not the first folder). Stops after
-    `max_samples` images.
+    `max_samples` images. The forms accepted are those of `tltf._batches.batches` with
+    `labels=False`; `name` is the argument's name in its errors.
     """
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"`max_samples` must be a positive integer or None. Received: max_samples={max_samples!r}")
     remaining = max_samples
-    for images, labels in _batches(data, batch_size, shuffle, seed):
+    source = batches(data, name, batch_size=batch_size, seed=seed, labels=False,
+                     shuffle=shuffle, cache=None)
+    for images, labels in source:
         if remaining is not None:
             images, labels = images[:remaining], None if labels is None else labels[:remaining]
             remaining -= len(images)
@@ -295,42 +307,6 @@ def _count(data) -> int | None:
         return len(data)
     except TypeError:
         return None
-
-
-def _batches(data, batch_size, shuffle, seed):
-    if hasattr(data, "prepare") and hasattr(data, "class_names"):  # an ImageDataset
-        data = data.prepare(training=False, batch_size=batch_size, cache=None,
-                            shuffle=shuffle, seed=seed)
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        image_spec = spec[0] if isinstance(spec, tuple) else spec
-        if image_spec.shape.rank == 3:
-            data = data.batch(batch_size)
-        data = data.as_numpy_iterator()
-    elif isinstance(data, np.ndarray) or tf.is_tensor(data):
-        data = [np.asarray(data)]
-    elif isinstance(data, tuple) and len(data) == 2 and not callable(data[0]):
-        x, y = (np.asarray(v) for v in data)
-        data = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    elif callable(data):
-        data = data()
-    if not hasattr(data, "__iter__"):
-        raise TypeError(
-            "`data` must be an ImageDataset, a tf.data.Dataset, an array of images, a tuple "
-            f"(images, labels) or a generator of them. Received: data={type(data).__name__}"
-        )
-    for item in data:
-        images, labels = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
-        images = np.asarray(images, dtype="float32")
-        if images.ndim == 3:
-            images = images[None]
-            labels = None if labels is None else np.asarray(labels)[None]
-        if images.ndim != 4:
-            raise ValueError(
-                "Images must have shape (batch, height, width, channels) or "
-                f"(height, width, channels). Received: images of shape {images.shape}"
-            )
-        yield images, None if labels is None else np.asarray(labels)
 
 
 # ----------------------------------------------------------------------------- LiteRT
@@ -364,15 +340,6 @@ def _from_output(values: np.ndarray, detail: dict) -> np.ndarray:
     return (values - zero_point) * scale if scale else values
 
 
-def _head_or_none(model):
-    from tltf.models import head_of
-
-    try:
-        return head_of(model)
-    except (ValueError, TypeError):
-        return None
-
-
 def _as_probabilities(scores: np.ndarray, head) -> np.ndarray:
     if head is None or head.output_type != "logits":
         return scores
@@ -380,14 +347,6 @@ def _as_probabilities(scores: np.ndarray, head) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-scores))
     shifted = np.exp(scores - scores.max(-1, keepdims=True))
     return shifted / shifted.sum(-1, keepdims=True)
-
-
-def _class_names(class_names, data, head, num_classes) -> list[str]:
-    for names in (class_names, getattr(data, "class_names", None),
-                  None if head is None else head.class_names):
-        if names is not None and len(names) == num_classes:
-            return [str(n) for n in names]
-    return [str(i) for i in range(num_classes)]
 
 
 def _accuracies(keras_p, tflite_p, y, multi_label, names):
