@@ -158,9 +158,10 @@ def test_split_folder_with_unknown_class_raises(tmp_path):
 
 @pytest.mark.shared
 def test_cats_and_dogs_layout(cats_dogs_dir, tmp_path):
-    from tltf.data import _find_split_folders, _scan_classes
+    from tltf.data import _scan_classes
+    from tltf.layout import find_split_folders
 
-    splits = _find_split_folders(cats_dogs_dir)
+    splits = find_split_folders(cats_dogs_dir)
     assert set(splits) == {"train", "validation"}
     files, labels, _ = _scan_classes(splits["train"], ["cats", "dogs"], required=True)
     assert len(files) == 2000 and np.bincount(labels).tolist() == [1000, 1000]

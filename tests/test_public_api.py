@@ -58,8 +58,47 @@ def test_top_level_names_are_declared_and_importable():
         assert getattr(tltf, name) is not None
 
 
-@pytest.mark.parametrize("name", ["tltf.backbones", "tltf.heads", "tltf.models"])
+@pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """tltf module -> the tltf modules it imports, at any depth of the code (lazy ones too)."""
+    import ast
+
+    root = Path(tltf.__file__).parent
+    modules = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
+    graph = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "tltf":
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tltf."):
+                edges.add(node.module.removeprefix("tltf."))
+            elif isinstance(node, ast.Import):
+                edges |= {a.name.removeprefix("tltf.") for a in node.names
+                          if a.name.startswith("tltf.")}
+        graph[name] = {e for e in edges if e in modules} - {name, "__init__"}
+    return graph
+
+
+def test_no_import_cycle_inside_tltf():
+    """Imports between tltf modules point one way (lazy imports count too)."""
+    graph = _import_graph()
+
+    def visit(node, stack):
+        if node in stack:
+            return stack[stack.index(node):] + [node]
+        for nxt in sorted(graph.get(node, ())):
+            cycle = visit(nxt, stack + [node])
+            if cycle:
+                return cycle
+        return None
+
+    cycles = {" -> ".join(c) for c in (visit(start, []) for start in sorted(graph)) if c}
+    assert not cycles, f"import cycles inside tltf: {sorted(cycles)}"

@@ -89,6 +89,8 @@ def __getattr__(name: str):
     if module is None:
         raise AttributeError(f"module 'tltf' has no attribute {name!r}")
     _backend.check_backend()
+    if module == "tltf.backbones":  # the built-in sources: `hub:` names and the well-known hub specs
+        importlib.import_module("tltf.hub")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -22,6 +22,7 @@ import numpy as np
 
 from tltf.dataset import ImageDataset
 from tltf.decode import check_files, list_image_files
+from tltf.layout import class_folders, find_split_folders
 
 __all__ = ["AuditReport", "audit"]
 
@@ -105,12 +106,10 @@ class AuditReport:
 
 def _folder_entries(root: Path):
     """(split, class name, path) for every image file of a folder layout."""
-    from tltf.data import _class_folders, _find_split_folders
-
-    splits = _find_split_folders(root) or {"all": root}
+    splits = find_split_folders(root) or {"all": root}
     entries = []
     for split, split_root in splits.items():
-        classes = _class_folders(split_root)
+        classes = class_folders(split_root)
         if not classes:
             raise ValueError(
                 f"Expected one subfolder per class in {split_root}, but found none. "

@@ -24,6 +24,9 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "register_backbone",
+    "register_source",
+    "spec_data",
+    "spec_from_data",
 ]
 
 PREPROCESSING_MODES = ("tf", "torch", "caffe", "unit", "none")
@@ -94,7 +97,7 @@ def spec_data(spec: BackboneSpec) -> dict:
 
     >>> data = spec_data(get_backbone("mobilenet_v2"))
     >>> data["name"], data["blocks"][:2]
-    ('mobilenet_v2', ['block_1', 'block_3'])
+    ('mobilenet_v2', ['block_1', 'block_2'])
     """
     data = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "constructor"}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
@@ -128,6 +131,33 @@ def spec_from_data(data: dict) -> BackboneSpec:
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
+# Prefix ("hub") -> function resolving the rest of a name ("hub:<handle>") to a spec. Sources
+# register themselves here, so the registry knows no source.
+_SOURCES: dict[str, Callable[[str], BackboneSpec]] = {}
+
+
+def register_source(prefix: str, resolve: Callable[[str], BackboneSpec]) -> None:
+    """Makes `get_backbone("<prefix>:<rest>")` call `resolve(rest)` (how `hub:` names work).
+
+    Args:
+        prefix: str. A Python identifier, e.g. `"hub"`.
+        resolve: callable taking the text after the colon and returning a `BackboneSpec`.
+
+    Raises:
+        ValueError: the prefix is not an identifier, or is registered already.
+
+    Example:
+
+    >>> register_source("doc_example", lambda rest: get_backbone(rest))
+    >>> get_backbone("doc_example:mobilenet_v2").name
+    'mobilenet_v2'
+    """
+    if not isinstance(prefix, str) or not prefix.isidentifier():
+        raise ValueError(f"`prefix` must be an identifier such as 'hub'. Received: prefix={prefix!r}")
+    if prefix in _SOURCES:
+        raise ValueError(f"A backbone source '{prefix}:' is registered already. "
+                         f"Received: prefix={prefix!r}")
+    _SOURCES[prefix] = resolve
 _ALIASES: dict[str, str] = {}
 
 
@@ -222,10 +252,15 @@ def get_backbone(name: str | BackboneSpec) -> BackboneSpec:
         return _REGISTRY[key]
     if key in _ALIASES:
         return _REGISTRY[_ALIASES[key]]
-    if key.startswith("hub:"):
-        from tltf import hub
-
-        return hub.hub_backbone(key[len("hub:") :])
+    prefix, colon, rest = key.partition(":")
+    if colon and prefix.isidentifier():
+        if prefix not in _SOURCES:
+            raise ValueError(
+                f"No backbone source '{prefix}:' is loaded (loaded: {sorted(_SOURCES) or 'none'}). "
+                f"Use `tltf.get_backbone` or `tltf.build_classifier`, which load the built-in "
+                f"sources, or import the module that registers it (`import tltf.hub` for "
+                f"'hub:'). Received: backbone={name!r}")
+        return _SOURCES[prefix](rest)
     normalized = key.lower().replace("-", "_")
     if normalized in _REGISTRY or normalized in _ALIASES:
         return get_backbone(normalized)

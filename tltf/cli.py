@@ -271,7 +271,7 @@ def _write_json(path: Path, value) -> None:
 
 
 def _cmd_backbones(args) -> int:
-    from tltf.backbones import get_backbone, list_backbones
+    from tltf import get_backbone, list_backbones  # with the built-in sources (hub:)
 
     names = list_backbones(args.pattern)
     if not names:
@@ -335,10 +335,10 @@ def _cmd_train(args) -> int:
 
 def _is_split_folder(path) -> bool:
     """Whether the data folder holds train/validation/test splits: the data module's rule."""
-    from tltf.data import _find_split_folders
+    from tltf.layout import find_split_folders
 
     path = Path(path)
-    return path.is_dir() and bool(_find_split_folders(path))
+    return path.is_dir() and bool(find_split_folders(path))
 
 
 def _cmd_evaluate(args) -> int:

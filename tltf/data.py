@@ -27,6 +27,7 @@ from tltf.dataset import (
     _validated,
 )
 from tltf.decode import MAX_PIXELS, list_image_files
+from tltf.layout import class_folders, find_split_folders
 from tltf.sources import load_arrays, load_csv, load_tfds
 
 __all__ = [
@@ -38,40 +39,6 @@ __all__ = [
     "load_image_folder",
     "load_tfds",
 ]
-
-_SPLIT_NAMES = {
-    "train": ("train", "training"),
-    "validation": ("validation", "val", "valid"),
-    "test": ("test", "testing"),
-}
-
-
-def _class_folders(root: Path) -> list[str]:
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def _find_split_folders(root: Path) -> dict[str, Path]:
-    # A split folder holds class folders; a class that happens to be called "test" or "train"
-    # holds images, so it stays a class.
-    found = {}
-    for split, names in _SPLIT_NAMES.items():
-        for name in names:
-            if (root / name).is_dir() and _class_folders(root / name):
-                found[split] = root / name
-                break
-    if "train" in found and len(found) > 1:
-        return found
-    if found and len(found) == len(_class_folders(root)):
-        # Only split folders (train/ alone, or validation/ without train/): not classes.
-        names = ", ".join(f"{p.name}/" for p in found.values())
-        raise ValueError(
-            f"{root} holds only the split folder(s) {names}, so its classes are ambiguous. "
-            f"Point `path` at {next(iter(found.values()))} (with `validation_split` to hold "
-            f"images out), or add a {'validation' if 'train' in found else 'train'}/ folder "
-            f"with the same class subfolders. Received: path={str(root)!r}"
-        )
-    return {}
-
 
 def _scan_classes(root: Path, class_names: list[str], required: bool, limit: int | None = None):
     files, labels, folders = [], [], {}
@@ -188,7 +155,7 @@ def load_image_folder(
             f"`max_per_class` must be a positive integer or None. Received: max_per_class={max_per_class!r}"
         )
     fractions = _split_fractions(validation_split, test_split)
-    splits = _find_split_folders(root)
+    splits = find_split_folders(root)
     if splits and validation_split is not None and "validation" in splits:
         raise ValueError(
             f"{root} already holds a validation folder ({splits['validation'].name}/); drop "
@@ -200,7 +167,7 @@ def load_image_folder(
             f"Received: test_split={test_split!r}"
         )
     class_root = splits.get("train", root)
-    names = list(class_names) if class_names is not None else _class_folders(class_root)
+    names = list(class_names) if class_names is not None else class_folders(class_root)
     if not names:
         raise ValueError(
             f"Expected one subfolder per class in {class_root}, but found none. Put the images "
@@ -216,7 +183,7 @@ def load_image_folder(
     for split, split_root in roots.items():
         files, labels, folders = _scan_classes(split_root, names, required=split == "train",
                                                limit=max_per_class)
-        extra = sorted(set(_class_folders(split_root)) - set(names))
+        extra = sorted(set(class_folders(split_root)) - set(names))
         if extra and class_names is not None:
             shown = extra[:5] + ([f"and {len(extra) - 5} more"] if len(extra) > 5 else [])
             raise ValueError(

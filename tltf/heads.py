@@ -8,7 +8,9 @@ from tltf._backend import check_backend
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
-__all__ = ["ClassificationHead"]
+__all__ = ["ClassificationHead", "TemperatureScaling"]
+
+_EPS = 1e-7
 
 OUTPUTS = ("probabilities", "logits")
 
@@ -133,4 +135,61 @@ class ClassificationHead(keras.layers.Layer):
             output=self.output_type,
             class_names=self.class_names,
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tltf")
+class TemperatureScaling(keras.layers.Layer):
+    """Divides class scores by a fitted temperature (post-hoc calibration).
+
+    Appended after the head by `calibrate`. With `from_logits=False` it takes softmax
+    probabilities and returns `softmax(log(p) / temperature)`, which equals the softmax of the
+    original logits divided by the temperature; with `from_logits=True` it returns
+    `logits / temperature`. The ranking of classes (hence accuracy) never changes, only the
+    confidence. The temperature is a non-trainable weight, saved with the model and exported
+    to TFLite with it.
+
+    Args:
+        temperature: float. Positive temperature; above 1 softens over-confident scores.
+            Defaults to `1.0`.
+        from_logits: bool. Whether the incoming scores are logits. Defaults to `False`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = TemperatureScaling(2.0)
+    >>> p = layer(np.array([[0.9, 0.1]], "float32"))
+    >>> bool(p[0, 0] < 0.9)
+    True
+    """
+
+    def __init__(self, temperature: float = 1.0, *, from_logits: bool = False, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not float(temperature) > 0:
+            raise ValueError(
+                f"`temperature` must be a positive number. Received: temperature={temperature!r}"
+            )
+        self.initial_temperature = float(temperature)
+        self.from_logits = bool(from_logits)
+        self.temperature = self.add_weight(
+            name="temperature", shape=(), trainable=False,
+            initializer=keras.initializers.Constant(self.initial_temperature),
+        )
+
+    def call(self, scores):
+        scores = keras.ops.cast(scores, "float32")
+        if self.from_logits:
+            return scores / self.temperature
+        logits = keras.ops.log(keras.ops.maximum(scores, _EPS))
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=float(keras.ops.convert_to_numpy(self.temperature)),
+                      from_logits=self.from_logits)
         return config

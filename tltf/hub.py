@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from tltf import _compat
-from tltf.backbones import BackboneSpec, register_backbone
+from tltf.backbones import BackboneSpec, register_backbone, register_source
 
 __all__ = ["HubLayer", "hub_backbone"]
 
@@ -583,3 +583,4 @@ def _register_known() -> None:
 
 
 _register_known()
+register_source("hub", hub_backbone)

@@ -477,7 +477,6 @@ def load_model(
             "`trust_hub_handles` is a list of handles; wrap a single one in a list. "
             f"Received: trust_hub_handles={trust_hub_handles!r}"
         )
-    from tltf import evaluate  # noqa: F401  (registers TemperatureScaling for loading)
     from tltf.hub import _trusting
 
     with _trusting(trust_hub_handles):

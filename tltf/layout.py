@@ -1,0 +1,86 @@
+"""Folder layout discovery: which sub-folders are classes and which are splits.
+
+One rule for every entry point (`load_image_folder`, `audit`, the command line), at the
+bottom of the package: it imports nothing from tltf.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["class_folders", "find_split_folders"]
+
+_SPLIT_NAMES = {
+    "train": ("train", "training"),
+    "validation": ("validation", "val", "valid"),
+    "test": ("test", "testing"),
+}
+
+
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """The class folders directly under `root`: sub-folders, sorted, hidden ones left out.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("dog", "cat", ".cache"):
+    ...     (root / name).mkdir()
+    >>> class_folders(root)
+    ['cat', 'dog']
+    """
+    root = Path(root)
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def find_split_folders(root: str | os.PathLike) -> dict[str, Path]:
+    """The split folders of a layout (`train/`, `validation/`, `test/`), or `{}` for none.
+
+    The one rule every tltf entry point uses: a split folder holds class folders, so a class
+    that happens to be called `test` or `train` (holding images) stays a class. A layout is
+    split when it has `train/` and at least one other split; a folder that holds nothing but
+    split folders and no `train/` (or `train/` alone) is ambiguous and raises.
+
+    Args:
+        root: str or path. The data folder.
+
+    Returns:
+        dict of split name (`"train"`, `"validation"`, `"test"`) to its folder.
+
+    Raises:
+        ValueError: only split folders, but not a usable split layout.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for split in ("train", "validation"):
+    ...     (root / split / "cat").mkdir(parents=True)
+    >>> sorted(find_split_folders(root))
+    ['train', 'validation']
+    >>> (root / "plain" / "test").mkdir(parents=True)
+    >>> _ = (root / "plain" / "test" / "1.jpg").write_bytes(b"")
+    >>> (root / "plain" / "cat").mkdir()
+    >>> find_split_folders(root / "plain")  # a class named test holds images, not classes
+    {}
+    """
+    root = Path(root)
+    found = {}
+    for split, names in _SPLIT_NAMES.items():
+        for name in names:
+            if (root / name).is_dir() and class_folders(root / name):
+                found[split] = root / name
+                break
+    if "train" in found and len(found) > 1:
+        return found
+    if found and len(found) == len(class_folders(root)):
+        # Only split folders (train/ alone, or validation/ without train/): not classes.
+        names = ", ".join(f"{p.name}/" for p in found.values())
+        raise ValueError(
+            f"{root} holds only the split folder(s) {names}, so its classes are ambiguous. "
+            f"Point `path` at {next(iter(found.values()))} (with `validation_split` to hold "
+            f"images out), or add a {'validation' if 'train' in found else 'train'}/ folder "
+            f"with the same class subfolders. Received: path={str(root)!r}"
+        )
+    return {}
