@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tltf.cli import main
-from tltf.run import RunFolder
+from tltf.run_folder import RunFolder
 
 _TINY = ["--backbone", "mobilenet_v2_035", "--weights", "none", "--image-size", "32",
          "--head-epochs", "1", "--finetune-epochs", "0", "--batch-size", "4"]
