@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import os
 from typing import Any
 
@@ -178,17 +179,25 @@ class HubLayer(keras.layers.Layer):
         if len({v.name for v in variables}) == len(variables):
             # A stable order, so `.keras` files (which store weights by position) reload.
             variables.sort(key=lambda v: v.name)
-        for v in variables:
-            trainable = self.fine_tunable and id(v) in trainable_ids
-            weight = keras.Variable(
+        # Each Keras weight wraps the SavedModel's own tf.Variable (a `keras.Variable` made
+        # from a `tf.Variable` shares it), so training updates what the SavedModel computes
+        # with; `add_weight` would copy it. Keras tracks variables assigned to an attribute,
+        # by their `trainable` flag at that moment; a frozen layer's weights are then frozen
+        # as `Layer.trainable = False` freezes them, so that unfreezing thaws them.
+        self._savedmodel_weights = [
+            keras.Variable(
                 initializer=v,
                 shape=v.shape,
                 dtype=v.dtype,
-                trainable=trainable,
+                trainable=self.fine_tunable and id(v) in trainable_ids,
                 # Keras weight names cannot contain slashes.
                 name=v.name.split(":")[0].replace("/", "_"),
             )
-            self._track_variable(weight)
+            for v in variables
+        ]
+        if not self.trainable:
+            for weight in self._savedmodel_weights:
+                weight.trainable = False
 
     @property
     def trainable(self) -> bool:
@@ -421,10 +430,8 @@ def _load(handle: str):
 
 
 def _has_training_argument(obj) -> bool:
-    from tensorflow.python.util import tf_inspect
-
     try:
-        spec = tf_inspect.getfullargspec(obj.__call__)
+        spec = inspect.getfullargspec(obj.__call__)
     except TypeError:
         return False
     return "training" in spec.args or "training" in spec.kwonlyargs

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tltf import _compat
 from tltf.backbones import BackboneSpec, get_backbone, spec_data, spec_from_data
 from tltf.dataset import _image_size
 from tltf.heads import ClassificationHead
@@ -570,22 +571,13 @@ def _construct(spec, size, weights, pooling, allow_other_size):
         if weights != "imagenet" or not match:
             raise
         url = match.group(1)
-        folder = Path(_keras_home()) / "models"
+        folder = Path(_compat.keras_home()) / "models"
         raise FileNotFoundError(
             f"The ImageNet weights of backbone '{spec.name}' are not in the Keras cache and "
             f"could not be downloaded ({error}). Download '{url}' on a machine with network "
             f"access and put it in '{folder}' as '{url.rsplit('/', 1)[-1]}' (or set KERAS_HOME), "
             f"or pass weights=None. Received: weights='imagenet'"
         ) from error
-
-
-def _keras_home() -> str:
-    try:
-        from keras.src.backend.config import keras_home
-
-        return keras_home()
-    except ImportError:  # pragma: no cover - older Keras 3 releases
-        return os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
 
 
 def _check_size_for_model(model, image_size) -> tuple[int, int]:

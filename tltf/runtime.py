@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
+from tltf import _compat
 from tltf._backend import check_backend
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
@@ -183,9 +184,7 @@ def resolve_jit_compile(option: bool | str = "auto", *, strategy=None) -> bool:
             "`jit_compile` must be True, False or 'auto' (XLA on a GPU, off on CPU). "
             f"Received: jit_compile={option!r}"
         )
-    from tensorflow.python.framework.config import is_op_determinism_enabled
-
-    if not tf.config.list_physical_devices("GPU") or is_op_determinism_enabled():
+    if not tf.config.list_physical_devices("GPU") or _compat.is_op_determinism_enabled():
         return False
     return _is_default_strategy(resolve_strategy(strategy))
 

@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from tltf import _compat
 from tltf._backend import check_backend
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
@@ -131,7 +132,7 @@ class DiscriminativeAdam(keras.optimizers.Adam):
         self._factors = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        factor = self._factors[self._get_variable_index(variable)]
+        factor = self._factors[_compat.optimizer_variable_index(self, variable)]
         if factor != 1.0:
             learning_rate = learning_rate * factor
         return super().update_step(gradient, variable, learning_rate)
