@@ -83,3 +83,15 @@ def test_optimizer_variable_index_maps_update_step_variables(distributed):
         strategy.run(step) if distributed else step()
     assert sorted(seen) == [0, 1]
     np.testing.assert_allclose(layer.bias.numpy(), [-0.1, -0.1])
+
+
+def test_the_public_layer_walk_finds_every_layer_keras_tracks():
+    # runtime._walk_layers replaced Keras' private `_flatten_layers`; they must agree.
+    import tltf
+    from tltf.runtime import _walk_layers
+
+    model = tltf.build_classifier("mobilenet_v2", 3, image_size=32, weights=None,
+                                  hidden_units=4)
+    walked = _walk_layers(model)
+    assert walked[0] is model and len({id(x) for x in walked}) == len(walked)
+    assert {id(x) for x in walked} == {id(x) for x in model._flatten_layers(include_self=True)}

@@ -19,6 +19,7 @@ import keras
 
 from tltf._backend import check_backend
 from tltf._warn import warn
+from tltf.runtime import _walk_layers
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -31,14 +32,6 @@ def _backbone(model: keras.Model) -> keras.Layer:
     from tltf.models import backbone_of
 
     return backbone_of(model)
-
-
-def _sublayers(layer: keras.Layer) -> list[keras.Layer]:
-    """`layer` and every layer nested in it (a backbone may hold nested models)."""
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is None:
-        return [layer]
-    return list(flatten(include_self=True, recursive=True))
 
 
 def _is_batch_norm(layer: keras.Layer) -> bool:
@@ -220,7 +213,7 @@ def unfreeze(model: keras.Model, how: str = "top_blocks:2", *, train_bn: bool = 
     for i, layer in enumerate(layers):
         layer.trainable = i >= start
     if not train_bn:
-        for layer in _sublayers(backbone):
+        for layer in _walk_layers(backbone):
             if _is_batch_norm(layer):
                 layer.trainable = False
     head_of(model).trainable = True

@@ -499,17 +499,49 @@ def rebuild_with_policy(
     return rebuilt
 
 
+def _walk_layers(layer: keras.Layer) -> list[keras.Layer]:
+    """`layer`, then every layer nested in it, each once, parents before their children.
+
+    Through public attributes only (Keras' `_flatten_layers` is private): a model's `layers`,
+    and the layers (or lists, tuples and dicts of layers) a custom layer holds in its public
+    attributes, which is how Keras tracks them (tltf's head holds its `Dense` layers so).
+    """
+    found, seen = [], set()
+
+    def children(obj) -> list:
+        if isinstance(obj, keras.Model):
+            return list(obj.layers)
+        nested = []
+        for name, value in vars(obj).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(value, dict):
+                value = list(value.values())
+            if isinstance(value, (list, tuple)):
+                nested += [v for v in value if isinstance(v, keras.Layer)]
+            elif isinstance(value, keras.Layer):
+                nested.append(value)
+        return nested
+
+    def visit(obj) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        found.append(obj)
+        for child in children(obj):
+            visit(child)
+
+    visit(layer)
+    return found
+
+
 def _copy_trainable(source: keras.Model, target: keras.Model) -> None:
     """Copies every `trainable` flag, parents first (setting a parent's flag sets its children).
 
     Layer configs carry `trainable`, but a nested model (the backbone) loses its own flag when
     cloned, which would unfreeze a frozen backbone.
     """
-    pairs = zip(
-        source._flatten_layers(include_self=True, recursive=True),
-        target._flatten_layers(include_self=True, recursive=True),
-        strict=True,
-    )
+    pairs = zip(_walk_layers(source), _walk_layers(target), strict=True)
     for before, after in pairs:
         after.trainable = before.trainable
 
