@@ -139,13 +139,14 @@ def check_same_model(recorded: dict, current: dict, directory) -> None:
             )
 
 
-class PhaseCheckpoint(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore`, made atomic and aware of the two phases of `fine_tune`.
+class PhaseCheckpoint(keras.callbacks.Callback):
+    """A crash-safe backup of one phase of `fine_tune`, through the public callback API.
 
-    Keras' callback writes `latest.weights.h5` in place (a kill during the write tears it) and
-    records only an epoch number. This subclass keeps its protocol (restore in
-    `on_train_begin` by setting the model's initial epoch, back up in `on_epoch_end`) but
-    writes a new weights file, then `state.json` naming it, each by temp file + rename.
+    Like Keras' `BackupAndRestore` it restores in `on_train_begin` and backs up in
+    `on_epoch_end`, but it writes a new weights file, then `state.json` naming it, each by
+    temp file + rename (Keras writes `latest.weights.h5` in place, so a kill during the write
+    tears it), and it restores weights and optimizer state only: the caller resumes the
+    epoch count with `fit(initial_epoch=state.epochs_done[str(phase)])`, as `fine_tune` does.
 
     Args:
         folder: Path. The `checkpoints/` folder of the run.
@@ -170,29 +171,32 @@ class PhaseCheckpoint(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, folder: Path, phase: int, state: RunState, skip=lambda: False):
-        super().__init__(backup_dir=str(folder), save_freq="epoch", delete_checkpoint=False)
+        super().__init__()
         self.folder = Path(folder)
         self.phase = phase
         self.state = state
         self.skip = skip
 
-    def _load_model(self):
+    def on_train_begin(self, logs=None):
         state = self.state
         done = state.epochs_done[str(self.phase)]
         if state.phase != self.phase or not state.weights_file or done == 0:
             return
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+            model.optimizer.build(model.trainable_variables)  # so its state loads too
         model.load_weights(str(self.folder / state.weights_file))
-        model._initial_epoch = done
 
     def on_epoch_end(self, epoch, logs=None):
         if self.skip():
             return
-        self._save_model()
+        self._backup()
 
-    def _save_model(self):
+    def _scratch_twin(self, folder: Path) -> PhaseCheckpoint:
+        """A callback that backs up at the same moments as this one, into `folder`."""
+        return PhaseCheckpoint(folder, self.phase, RunState(phase=self.phase), skip=self.skip)
+
+    def _backup(self):
         state = self.state
         old = state.weights_file
         name = f"phase{self.phase}-epoch{state.epochs_done[str(self.phase)]:04d}.weights.h5"
@@ -202,7 +206,3 @@ class PhaseCheckpoint(keras.callbacks.BackupAndRestore):
         state.save(self.folder)
         if old and old != name and (self.folder / old).exists():
             os.remove(self.folder / old)
-
-    def on_train_end(self, logs=None):
-        # Keras never resets the initial epoch it restored; the next fit must start at 0.
-        self.model._initial_epoch = None

@@ -336,25 +336,33 @@ class _RestoreOnly:
 
     Used with Keras' `BackupAndRestore` (`backup_and_restore`) and with `fine_tune`'s
     `PhaseCheckpoint`, through `_restore_only`. The worker restores from the chief's backup
-    at the start of `fit` and never writes or deletes it. Saving reads on-read-synchronised
-    variables, which runs collective ops: the worker must still save whenever the chief
-    does, or the chief waits forever for it, so it saves to a private scratch folder.
+    at the start of `fit` (the callback's own `on_train_begin`) and never writes or deletes
+    it. Saving reads on-read-synchronised variables, which runs collective ops: the worker
+    must still save whenever the chief does, or the chief waits forever for it, so every
+    save moment goes to a twin of the callback that writes to a private scratch folder.
+    Public callback methods only: Keras' `_save_model` hook is private.
     """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.delete_checkpoint = False  # the chief deletes the shared backup when fit completes
 
     def on_train_begin(self, logs=None):
         self._scratch = tempfile.mkdtemp(prefix="tltf-worker-backup-")
+        if isinstance(self, keras.callbacks.BackupAndRestore):
+            self._twin = keras.callbacks.BackupAndRestore(
+                self._scratch, save_freq=self.save_freq, double_checkpoint=False,
+                delete_checkpoint=False)
+        else:  # PhaseCheckpoint
+            self._twin = self._scratch_twin(self._scratch)
+        self._twin.set_model(self.model)
         super().on_train_begin(logs)
 
-    def _save_model(self):
-        self.model.save_weights(os.path.join(self._scratch, "scratch.weights.h5"), overwrite=True)
+    def on_epoch_end(self, epoch, logs=None):
+        self._twin.on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._twin.on_train_batch_end(batch, logs)
 
     def on_train_end(self, logs=None):
+        # Not the callback's own on_train_end: the chief deletes the shared backup.
         shutil.rmtree(self._scratch, ignore_errors=True)
-        super().on_train_end(logs)
 
 
 @functools.cache

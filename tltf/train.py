@@ -371,7 +371,6 @@ class _Run:
                             initial_epoch=state.epochs_done[str(phase)],
                             class_weight=class_weight, callbacks=cbs,
                             verbose=1 if self.verbose == 1 else 0, shuffle=False)
-        train_model._initial_epoch = None
         if self.nonfinite is not None:
             if self.best_weights is not None:
                 self.model.set_weights(self.best_weights)
