@@ -82,7 +82,8 @@ class Progress:
             self._bar(final=True)
             self.stream.write("\n")
         else:
-            self._line(f"done, {self.count} {self.unit} in {seconds:.1f}s")
+            unit = self.unit.removesuffix("s") if self.count == 1 else self.unit
+            self._line(f"done, {self.count} {unit} in {seconds:.1f}s")
         self.stream.flush()
 
     def __enter__(self):

@@ -535,11 +535,10 @@ def _conversion_error(error, quantization, allow_select):
 
 def _check_runs(path: Path, allow_select: bool) -> None:
     """Loads the file in LiteRT and runs it once on a blank image before it replaces anything."""
-    from ai_edge_litert.interpreter import Interpreter
+    from tltf.verify import _interpreter
 
     try:
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.allocate_tensors()
+        interpreter = _interpreter(path)
     except RuntimeError as error:
         if allow_select and "Flex" in str(error):
             return  # needs the Flex delegate, which this LiteRT build lacks: nothing to run
@@ -552,7 +551,7 @@ def _check_runs(path: Path, allow_select: bool) -> None:
 def _io_details(path: Path) -> tuple[str, str]:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_path=str(path))  # not allocated: reads the types only
     return (np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
             np.dtype(interpreter.get_output_details()[0]["dtype"]).name)
 

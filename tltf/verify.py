@@ -312,14 +312,18 @@ def _count(data) -> int | None:
 # ----------------------------------------------------------------------------- LiteRT
 
 
-def _interpreter(path: Path, num_threads: int | None):
+def _interpreter(path: Path, num_threads: int | None = None):
+    """The one way tltf opens a `.tflite` file: LiteRT, batch 1, its start-up line hidden."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    inp = interpreter.get_input_details()[0]
-    if int(inp["shape"][0]) != 1:
-        interpreter.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
-    interpreter.allocate_tensors()
+    from tltf._quiet import quiet
+
+    with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate" unless logs are asked for
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        inp = interpreter.get_input_details()[0]
+        if int(inp["shape"][0]) != 1:
+            interpreter.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+        interpreter.allocate_tensors()
     return interpreter
 
 
