@@ -95,3 +95,24 @@ def test_the_public_layer_walk_finds_every_layer_keras_tracks():
     walked = _walk_layers(model)
     assert walked[0] is model and len({id(x) for x in walked}) == len(walked)
     assert {id(x) for x in walked} == {id(x) for x in model._flatten_layers(include_self=True)}
+
+
+def test_keras_still_calls_strategy_reduce_as_fix_multi_worker_reduce_expects():
+    # _compat.fix_multi_worker_reduce wraps MultiWorkerMirroredStrategy.reduce for exactly
+    # these two Keras calls; when Keras changes them, revisit (or drop) the workaround.
+    import inspect
+
+    from keras.src.backend.tensorflow import trainer
+
+    reduce_source = inspect.getsource(trainer.reduce_per_replica)
+    assert 'strategy.reduce("MEAN", v, axis=0)' in reduce_source
+    build_source = inspect.getsource(trainer.TensorFlowTrainer._maybe_symbolic_build)
+    assert "self.distribute_strategy.reduce(" in build_source
+    make_source = inspect.getsource(trainer.TensorFlowTrainer._make_function)
+    assert 'reduction="auto"' in make_source  # so distribute_reduction_method cannot help
+
+
+def test_fix_multi_worker_reduce_leaves_other_strategies_alone():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    _compat.fix_multi_worker_reduce(strategy)
+    assert "reduce" not in vars(strategy)

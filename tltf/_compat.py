@@ -74,3 +74,41 @@ def optimizer_variable_index(optimizer, variable) -> int:
     issue.
     """
     return optimizer._get_variable_index(variable)
+
+
+def fix_multi_worker_reduce(strategy) -> None:
+    """Lets Keras 3 `fit` run under `MultiWorkerMirroredStrategy`; changes `strategy` in place.
+
+    Keras' TensorFlow trainer calls `strategy.reduce` in two ways that
+    `MultiWorkerMirroredStrategy` rejects: on the nested `(images, labels)` batch it uses to
+    build the model (`_maybe_symbolic_build`), and with `axis=0` on the scalar loss and
+    metrics of every step (`reduce_per_replica`, which hard-codes `reduction="auto"`, so the
+    public `Model.distribute_reduction_method` does not reach it). The error is "Invalid
+    reduction dimension 0 for input with 0 dimensions" (tensorflow/tensorflow#72388). This
+    reduces each leaf of a nest on its own, and scalars over replicas (`axis=None`); any
+    other call goes to the strategy's own `reduce` unchanged. Applied once per strategy.
+
+    Why in place: Keras takes the strategy from the `scope()` the model is built in and calls
+    that object's `reduce`, so no wrapper object can stand in for it; the caller's strategy
+    is the only place the fix can live. Other strategies are left untouched.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    if getattr(strategy, "_tltf_reduce_fixed", False):
+        return
+    original = strategy.reduce
+
+    def reduce(reduce_op, value, axis):
+        def reduce_leaf(leaf):
+            local = strategy.experimental_local_results(leaf)[0]
+            leaf_axis = axis if getattr(local.shape, "rank", None) else None
+            return original(reduce_op, leaf, axis=leaf_axis)
+
+        if isinstance(value, (tuple, list, dict)):
+            return tf.nest.map_structure(reduce_leaf, value)
+        return reduce_leaf(value)
+
+    strategy.reduce = reduce
+    strategy._tltf_reduce_fixed = True

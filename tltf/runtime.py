@@ -203,9 +203,10 @@ def resolve_strategy(strategy: tf.distribute.Strategy | None = None) -> tf.distr
             whose `scope()` is open, else TensorFlow's default single-device strategy.
             Defaults to None.
 
-    A `MultiWorkerMirroredStrategy` is adapted once so that Keras 3's `fit` runs under it
-    (keras-team/keras#20585: Keras reduces the nested batch and scalar losses with calls the
-    strategy rejects; its `reduce` is wrapped to handle them, other calls are unchanged).
+    A `MultiWorkerMirroredStrategy` is adapted once, in place, so that Keras 3's `fit` runs
+    under it (Keras reduces the nested batch and scalar losses with calls the strategy
+    rejects; its `reduce` is wrapped to handle them, other calls are unchanged; see
+    `tltf._compat.fix_multi_worker_reduce` for why it cannot be a wrapper object).
 
     Returns:
         A `tf.distribute.Strategy`. Build, compile and fit the model inside its `scope()`:
@@ -230,37 +231,8 @@ def resolve_strategy(strategy: tf.distribute.Strategy | None = None) -> tf.distr
             "`tf.distribute.MirroredStrategy()`) or None for a single device. "
             f"Received: strategy={strategy!r}"
         )
-    _fix_multi_worker_reduce(strategy)
+    _compat.fix_multi_worker_reduce(strategy)
     return strategy
-
-
-def _fix_multi_worker_reduce(strategy: tf.distribute.Strategy) -> None:
-    """Lets Keras 3 `fit` run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585).
-
-    Keras' TensorFlow trainer calls `strategy.reduce` in two ways that
-    `MultiWorkerMirroredStrategy` rejects: on the nested `(images, labels)` batch it uses to
-    build the model, and with `axis=0` on the scalar loss and metrics of every step. This
-    reduces each leaf of a nest on its own, and scalars over replicas (`axis=None`); any
-    other call goes to the strategy's own `reduce` unchanged. Applied once per strategy.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    if getattr(strategy, "_tltf_reduce_fixed", False):
-        return
-    original = strategy.reduce
-
-    def reduce(reduce_op, value, axis):
-        def reduce_leaf(leaf):
-            local = strategy.experimental_local_results(leaf)[0]
-            leaf_axis = axis if getattr(local.shape, "rank", None) else None
-            return original(reduce_op, leaf, axis=leaf_axis)
-
-        if isinstance(value, (tuple, list, dict)):
-            return tf.nest.map_structure(reduce_leaf, value)
-        return reduce_leaf(value)
-
-    strategy.reduce = reduce
-    strategy._tltf_reduce_fixed = True
 
 
 def global_batch_size(
