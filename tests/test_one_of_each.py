@@ -169,3 +169,23 @@ def test_the_same_errors_for_every_caller(fit):
         batches((X, Y + 1), num_classes=3, fit=fit)
     with pytest.raises(TypeError, match=r"must be a tltf.data.ImageDataset or a batched"):
         batches([1, 2, 3], fit=fit)
+
+
+def test_relabelling_checks_the_range_first():
+    names = resolve_class_names(3, data=["b", "a", "c"], head=["a", "b", "c"])
+    assert names.relabel(np.array([0, 1, 2])).tolist() == [1, 0, 2]
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match=rf"Labels must be in \[0, 2\].*label={bad}"):
+            names.relabel(np.array([0, bad]))
+
+
+def test_calibration_images_from_other_folders_do_not_decide_the_names():
+    from tltf.export import _resolve_class_names
+
+    class Calibration:  # e.g. one folder of unlabelled photos
+        class_names = ["images"]
+
+    model = _model(["x", "y", "z"])
+    assert _resolve_class_names(None, model, Calibration(), None) == ["x", "y", "z"]
+    Calibration.class_names = ["p", "q", "r"]
+    assert _resolve_class_names(None, _model(), Calibration(), None) == ["p", "q", "r"]

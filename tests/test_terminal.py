@@ -147,3 +147,16 @@ def test_cli_prints_warnings_as_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err == "tltf: warning: the data is small and this is its second line\n"
     assert warnings.showwarning is before
+
+
+def test_building_a_model_loads_the_hub_source_in_a_fresh_process():
+    # The registry knows no source; tltf.models loads the hub: source, so build_classifier,
+    # search and `tltf train --backbone hub:...` find it without importing tltf.hub first.
+    code = ("import tltf; tltf.build_classifier; from tltf.backbones import get_backbone, "
+            "list_backbones; print(len(list_backbones('hub:*')), "
+            "get_backbone('hub:mobilenet_v2_100_224').feature_dim)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, dim = done.stdout.split()
+    assert int(count) >= 10 and dim == "1280"

@@ -44,7 +44,13 @@ class ClassNames:
         labels = np.asarray(labels)
         if labels.ndim == 2 and labels.shape[1] == len(self.label_map):  # one column per class
             return labels[:, np.argsort(self.label_map)]
-        return self.label_map[labels.astype("int64")]
+        labels = labels.astype("int64")
+        bad = labels[(labels < 0) | (labels >= len(self.label_map))]
+        if bad.size:
+            raise ValueError(
+                f"Labels must be in [0, {len(self.label_map) - 1}] for {len(self.label_map)} "
+                f"classes. Received: label={int(bad.flat[0])}")
+        return self.label_map[labels]
 
 
 def resolve_class_names(num_classes: int, *, given: Sequence[str] | None = None,

@@ -644,10 +644,15 @@ def _resolve_class_names(class_names, graph, representative_data, validation_dat
 
     head = head_or_none(graph)
     head_names = None if head is None else head.class_names
-    results = [resolve_class_names(int(graph.output_shape[-1]), given=class_names,
-                                   data=getattr(data, "class_names", None), head=head_names)
-               for data in (validation_data, representative_data)]  # each must agree
-    resolved = next((r for r in results if r.source != "index"), results[0])
+    # Labelled held-out data takes part in the rule; calibration images only lend their
+    # names when nothing else has any (only their pixels matter, their folders may differ).
+    resolved = resolve_class_names(int(graph.output_shape[-1]), given=class_names,
+                                   data=getattr(validation_data, "class_names", None),
+                                   head=head_names)
+    if resolved.source == "index":
+        names = getattr(representative_data, "class_names", None)
+        if names is not None and len(names) == int(graph.output_shape[-1]):
+            resolved = resolve_class_names(int(graph.output_shape[-1]), data=names)
     if resolved.source == "index":
         warn("No class names (not in the model head, the data or `class_names=`): the labels "
              "will be the class indices.")

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import tltf.hub  # noqa: F401  (registers the hub: source and the well-known hub specs)
 from tltf import _compat
 from tltf.backbones import BackboneSpec, get_backbone, spec_data, spec_from_data
 from tltf.dataset import _image_size

@@ -36,7 +36,7 @@ _LOCK_FILE = ".tltf.lock"
 _STEPS = ("trained", "evaluated", "exported")
 # Everything a run writes; `overwrite=True` removes these and nothing else.
 _ARTIFACTS = (RUN_FILE, "config.yaml", "model.keras", "history.json", "report", "checkpoints",
-              "logs", "model.tflite", "model.labels.txt", "model.comparison.json",
+              "logs", "tensorboard", "model.tflite", "model.labels.txt", "model.comparison.json",
               "model.comparison.md")
 _IDENTITY_KEYS = ("backbone", "image_size", "class_names")
 

@@ -329,6 +329,7 @@ class _Run:
                 if not resume:  # a fresh run: a stale state must never be resumed later
                     for name in ("state.json", "best.npz", "phase1.npz", FINAL_WEIGHTS):
                         (self.ckpt_dir / name).unlink(missing_ok=True)
+                    (self.log_dir / "train.log").unlink(missing_ok=True)  # a new run's log
         self.state = state or RunState(model=model_identity(model))
         if state is not None and state.best_epoch is not None and (self.ckpt_dir / "best.npz").exists():
             self.best_weights = load_arrays(self.ckpt_dir / "best.npz")
