@@ -101,3 +101,14 @@ def make_odd_folder(root: Path) -> Path:
     for rel in IGNORED:
         (root / rel).write_bytes(b"\x00\x01 not an image")
     return root
+
+
+def photo_folder(root: Path, classes=("blue", "red"), n: int = 6) -> Path:
+    """A tiny learnable folder of PNG photos, one sub-folder per class (each a shade apart)."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = np.clip(40 + 150 * k + rng.normal(0, 20, (36, 36, 3)), 0, 255)
+            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
+    return root

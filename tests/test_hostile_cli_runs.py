@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
+from image_cases import photo_folder
 
 from tltf.cli import main
 from tltf.run_folder import RunFolder
@@ -25,16 +24,6 @@ def _tltf(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, "-m", "tltf.cli", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=600)
-
-
-def _folder(root, classes=("blue", "red"), n=6):
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = np.clip(40 + 150 * k + rng.normal(0, 20, (36, 36, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
-    return root
 
 
 def _snapshot(folder):
@@ -57,7 +46,7 @@ def _refused(capsys, argv, *needles):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    return _folder(tmp_path_factory.mktemp("runs") / "photos")
+    return photo_folder(tmp_path_factory.mktemp("runs") / "photos")
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +127,7 @@ def test_overwrite_leaves_nothing_stale_and_resume_finishes_missing_steps(photos
     out = tmp_path / "run"
     assert _tltf("train", "--data", photos, *_TINY, "--tflite", "--out", out).returncode == 0
     assert (out / "model.tflite").is_file()
-    other = _folder(tmp_path / "other", classes=("cat", "dog", "fox"))
+    other = photo_folder(tmp_path / "other", classes=("cat", "dog", "fox"))
     result = _tltf("train", "--data", other, *_TINY, "--overwrite", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (out / "model.tflite").exists() and not (out / "model.labels.txt").exists()
@@ -182,7 +171,7 @@ def test_resume_with_the_class_order_changed_is_refused(photos, tmp_path):
 def test_a_class_named_like_a_split_keeps_the_validation_split(tmp_path):
     from tltf.cli import _is_split_folder
 
-    plain = _folder(tmp_path / "plain", classes=("test", "train"))
+    plain = photo_folder(tmp_path / "plain", classes=("test", "train"))
     assert not _is_split_folder(plain)  # classes called test and train: no split folders
     from tltf import load_image_folder
 
@@ -190,6 +179,6 @@ def test_a_class_named_like_a_split_keeps_the_validation_split(tmp_path):
                                    cache_dir=tmp_path / ".cache")
     assert train.class_names == ["test", "train"] and len(val) == 6
     split = tmp_path / "split"
-    _folder(split / "train")
-    _folder(split / "validation")
+    photo_folder(split / "train")
+    photo_folder(split / "validation")
     assert _is_split_folder(split)

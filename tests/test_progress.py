@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_cases import photo_folder
 from PIL import Image
 
 import tltf
@@ -174,16 +175,6 @@ def test_tensorboard_needs_a_directory_and_the_package(monkeypatch):
 # ------------------------------------------------------------------------- tltf train
 
 
-def _folder(root, classes=("blue", "red"), n=6):
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = np.clip(40 + 150 * k + rng.normal(0, 20, (36, 36, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
-    return root
-
-
 def _scalar_tags(folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -198,7 +189,7 @@ def _scalar_tags(folder):
 @pytest.mark.slow
 def test_tltf_train_into_a_file_writes_plain_lines_a_train_log_and_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
-    photos = _folder(tmp_path / "photos")
+    photos = photo_folder(tmp_path / "photos")
     run = tmp_path / "run"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     with open(tmp_path / "stdout.txt", "w") as stdout:
