@@ -64,10 +64,10 @@ def main() -> int:
     import keras
 
     import tltf
-    from tltf.data import load_image_folder
-    from tltf.export import export_tflite
-    from tltf.train import fine_tune
-    from tltf.verify import comparison_markdown, verify_tflite
+    from tltf.data.folder import load_image_folder
+    from tltf.export.tflite import export_tflite
+    from tltf.export.verify import comparison_markdown, verify_tflite
+    from tltf.training.recipe import fine_tune
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

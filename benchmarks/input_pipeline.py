@@ -58,7 +58,7 @@ def keras_baseline(train_dir: Path):
 
 
 def tltf_load(root: Path, cache_dir: Path):
-    from tltf.data import load_image_folder
+    from tltf.data.folder import load_image_folder
 
     start = time.perf_counter()
     train, _ = load_image_folder(root, image_size=SIZE, cache_dir=cache_dir)
@@ -71,7 +71,7 @@ def training_rate(trainable: bool, steps: int = 12) -> float:
     import tensorflow as tf
 
     try:
-        from tltf.models import backbone_of, build_classifier, compile_classifier
+        from tltf.models.classifier import backbone_of, build_classifier, compile_classifier
 
         model = build_classifier("mobilenet_v2", 2, image_size=SIZE, weights=None)
         backbone_of(model).trainable = trainable

@@ -122,7 +122,7 @@ def tltf_defaults(train, val, head_epochs, finetune_epochs, *, seed: int):
 
     sys.path.insert(0, str(ROOT))
     import tltf
-    from tltf.train import fine_tune
+    from tltf.training.recipe import fine_tune
 
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Benchmark of `tltf.tune.search` on cats vs dogs with real MobileNetV2 weights.
+"""Benchmark of `tltf.tune.tuner.search` on cats vs dogs with real MobileNetV2 weights.
 
 One run measures, on the same subset of ../shared/datasets/cats_and_dogs_filtered:
   1. `fine_tune` with its defaults (the baseline),
@@ -66,9 +66,9 @@ def main() -> None:
     _seed_keras_home()
 
     import tltf
-    from tltf.data import load_image_folder
-    from tltf.train import fine_tune
-    from tltf.tune import search
+    from tltf.data.folder import load_image_folder
+    from tltf.training.recipe import fine_tune
+    from tltf.tune.tuner import search
 
     args.out.mkdir(parents=True, exist_ok=True)
     subset = args.out / "data"

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltf.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone
-from tltf.models import build_classifier
+from tltf.backbones.registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+from tltf.models.classifier import build_classifier
 
 NAME = "train_tiny"
 BLOCKS = 3
@@ -32,7 +32,7 @@ def tiny_backbone():
             name=NAME, constructor=_constructor, default_size=SIZE, pretrained_sizes=None,
             preprocessing="unit", feature_dim=8,
             blocks=tuple(f"block{i}" for i in range(1, BLOCKS + 1)),
-            family="test", min_size=SIZE, description="tiny test backbone for tltf.train"))
+            family="test", min_size=SIZE, description="tiny test backbone for tltf.training.recipe"))
     return get_backbone(NAME)
 
 

@@ -19,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _train_tiny import tiny_data, tiny_model  # noqa: E402
 
-from tltf.train import fine_tune  # noqa: E402
+from tltf.training.recipe import fine_tune  # noqa: E402
 
 HEAD_EPOCHS, FINETUNE_EPOCHS = 2, 4
 

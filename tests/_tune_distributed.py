@@ -1,7 +1,7 @@
 """One process of a distributed tltf search (chief or worker, from KERASTUNER_* variables).
 
 Usage: python _tune_distributed.py <search directory> <output json> <max_trials>
-Writes what `tltf.tune.search` returned in this process as JSON.
+Writes what `tltf.tune.tuner.search` returned in this process as JSON.
 """
 
 import json
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _tune_tiny import NAME, tiny_backbone, tiny_data  # noqa: E402
 
-from tltf.tune import search  # noqa: E402
+from tltf.tune.tuner import search  # noqa: E402
 
 
 def main(directory: str, out: str, max_trials: int) -> None:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltf.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone
+from tltf.backbones.registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 
 NAME = "tune_tiny"
 BLOCKS = 3
@@ -12,7 +12,7 @@ BLOCKS = 3
 
 def _constructor(input_shape, weights=None, pooling="avg"):
     # Three conv blocks with BatchNorm: 2 trainable variables per block (kernel, bias) once
-    # unfrozen, BatchNorm kept frozen by tltf.freeze.
+    # unfrozen, BatchNorm kept frozen by tltf.training.freeze.
     inputs = keras.Input(tuple(input_shape))
     x = inputs
     for i in range(1, BLOCKS + 1):
@@ -29,7 +29,7 @@ def tiny_backbone():
         register_backbone(BackboneSpec(
             name=NAME, constructor=_constructor, default_size=32, pretrained_sizes=None,
             preprocessing="unit", feature_dim=4, blocks=tuple(f"block{i}" for i in range(1, BLOCKS + 1)),
-            family="test", min_size=32, description="tiny test backbone for tltf.tune"))
+            family="test", min_size=32, description="tiny test backbone for tltf.tune.tuner"))
     return get_backbone(NAME)
 
 

@@ -69,12 +69,12 @@ def classifier():
 
 def run_mirrored() -> None:
     configure_cpus(2)
-    from tltf import runtime
-    from tltf.train import fine_tune
+    from tltf.training import distribute, runtime
+    from tltf.training.recipe import fine_tune
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     x, y = images_and_labels(128)
-    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(runtime.global_batch_size(8, strategy))
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(distribute.global_batch_size(8, strategy))
     val = tf.data.Dataset.from_tensor_slices(images_and_labels(32, seed=2)).batch(16)
 
     # Built outside the scope, as a user would: fine_tune places it with match_runtime.
@@ -100,7 +100,7 @@ def run_mirrored() -> None:
     )
     emit(
         replicas=strategy.num_replicas_in_sync,
-        global_batch=runtime.global_batch_size(8, strategy),
+        global_batch=distribute.global_batch_size(8, strategy),
         rebuilt=placed is not model,
         mirrored_type=type(variable).__name__,
         devices=sorted({v.device for v in getattr(variable, "values", [variable])}),
@@ -134,21 +134,20 @@ def multiworker_setup():
     """The strategy of this worker (TF_CONFIG) and its dataset, sharded by elements."""
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    from tltf import runtime
-
+    from tltf.training import distribute
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=30)
-    strategy = runtime.resolve_strategy(
+    strategy = distribute.resolve_strategy(
         tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     )
     emit(
         event="start",
         replicas=strategy.num_replicas_in_sync,
-        chief=runtime.is_chief(strategy),
+        chief=distribute.is_chief(strategy),
         task=json.loads(os.environ["TF_CONFIG"])["task"],
     )
     shard = tf.data.Options()
     shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    batch = runtime.global_batch_size(8, strategy)
+    batch = distribute.global_batch_size(8, strategy)
 
     def dataset(n, seed):
         data = tf.data.Dataset.from_tensor_slices(images_and_labels(n, seed=seed))
@@ -158,11 +157,10 @@ def multiworker_setup():
 
 
 def run_multiworker(backup_dir: str, epochs: int) -> None:
-    """Plain `fit` + `runtime.backup_and_restore`, the building blocks of fine_tune."""
+    """Plain `fit` + `distribute.backup_and_restore`, the building blocks of fine_tune."""
     import keras
 
-    from tltf import runtime
-
+    from tltf.training import distribute
     strategy, data, _ = multiworker_setup()
     keras.utils.set_random_seed(0)
     with strategy.scope():
@@ -173,7 +171,7 @@ def run_multiworker(backup_dir: str, epochs: int) -> None:
             epochs=epochs,
             verbose=0,
             callbacks=[
-                runtime.backup_and_restore(backup_dir, strategy=strategy),
+                distribute.backup_and_restore(backup_dir, strategy=strategy),
                 _Progress(pause=1.0),
             ],
         )
@@ -184,7 +182,7 @@ def run_multiworker_fine_tune(run_dir: str, head_epochs: int, finetune_epochs: i
     """`fine_tune(..., strategy=, directory=, resume=)`; resumes when a checkpoint exists."""
     import keras
 
-    from tltf.train import fine_tune
+    from tltf.training.recipe import fine_tune
 
     strategy, train, val = multiworker_setup()
     resume = os.path.exists(os.path.join(run_dir, "checkpoints", "state.json"))
@@ -211,8 +209,8 @@ def run_multiworker_fine_tune(run_dir: str, head_epochs: int, finetune_epochs: i
 
 def seeded_fine_tune(seed: int) -> dict:
     """One short seeded `fine_tune` (both phases) on a fresh model; returns its history."""
-    from tltf import runtime
-    from tltf.train import fine_tune
+    from tltf.training import runtime
+    from tltf.training.recipe import fine_tune
 
     runtime.set_seed(seed, deterministic=True)
     x, y = images_and_labels(64, seed=1)

@@ -9,8 +9,8 @@ import pytest
 from image_cases import BAD, make_odd_folder, pattern
 from PIL import Image
 
-from tltf.audit import AuditReport, audit
 from tltf.data import load_arrays, load_image_folder
+from tltf.data.auditing import AuditReport, audit
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltf.augment import (
+from tltf.data.augment import (
     OPS,
     POLICIES,
     augmentation_layer,

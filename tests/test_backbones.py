@@ -4,14 +4,14 @@ import keras
 import numpy as np
 import pytest
 
-from tltf.backbones import (
+from tltf.backbones.registry import (
     BackboneSpec,
     block_start_indices,
     get_backbone,
     list_backbones,
     register_backbone,
 )
-from tltf.models import Preprocessing, backbone_of, build_classifier
+from tltf.models.classifier import Preprocessing, backbone_of, build_classifier
 
 BIG = {"convnext_large", "convnext_xlarge", "efficientnet_b5", "efficientnet_b6",
        "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m", "nasnet_large",

@@ -88,7 +88,7 @@ def test_optimizer_variable_index_maps_update_step_variables(distributed):
 def test_the_public_layer_walk_finds_every_layer_keras_tracks():
     # runtime._walk_layers replaced Keras' private `_flatten_layers`; they must agree.
     import tltf
-    from tltf.runtime import _walk_layers
+    from tltf.training.runtime import _walk_layers
 
     model = tltf.build_classifier("mobilenet_v2", 3, image_size=32, weights=None,
                                   hidden_units=4)

@@ -158,8 +158,8 @@ def test_split_folder_with_unknown_class_raises(tmp_path):
 
 @pytest.mark.shared
 def test_cats_and_dogs_layout(cats_dogs_dir, tmp_path):
-    from tltf.data import _scan_classes
-    from tltf.layout import find_split_folders
+    from tltf.data.folder import _scan_classes
+    from tltf.data.layout import find_split_folders
 
     splits = find_split_folders(cats_dogs_dir)
     assert set(splits) == {"train", "validation"}
@@ -353,8 +353,7 @@ def test_file_broken_after_validation_does_not_kill_the_epoch(tmp_path):
 
 
 def test_cached_shuffle_mixes_classes_beyond_the_buffer(monkeypatch):
-    from tltf import dataset
-
+    from tltf.data import dataset
     monkeypatch.setattr(dataset, "_SHUFFLE_BYTES", 4 * 4 * 3 * 8)  # a buffer of 8 images
     x = np.zeros((64, 4, 4, 3), np.uint8)
     data = load_arrays(x, np.repeat([0, 1], 32))  # sorted by class, like a folder

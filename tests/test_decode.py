@@ -9,8 +9,8 @@ import tensorflow as tf
 from image_cases import BAD, GOOD, IGNORED, H, W, make_odd_folder, rotated_source
 from PIL import Image, ImageOps
 
-from tltf import decode
-from tltf.decode import (
+from tltf.data import decode
+from tltf.data.decode import (
     check_files,
     decode_image_file,
     default_cache_dir,

@@ -173,7 +173,7 @@ def _kill_one_worker_and_restart(tmp_path: Path, args: list[str], kill_after: in
 
 
 def test_multi_worker_fit_survives_sigkill_of_one_worker(tmp_path):
-    """Building blocks: `fit` + `runtime.backup_and_restore` under MultiWorkerMirroredStrategy."""
+    """Building blocks: `fit` + `distribute.backup_and_restore` under MultiWorkerMirroredStrategy."""
     epochs = 6
     args = ["multiworker", str(tmp_path / "backup"), str(epochs)]
     completed, runs = _kill_one_worker_and_restart(tmp_path, args, kill_after=2)

@@ -39,5 +39,5 @@ def test_mkdocs_build_strict(tmp_path):
     for page in ("index.html", "cli/index.html", "evaluate/index.html", "recipes/index.html"):
         assert (site / page).is_file(), page
     api = (site / "evaluate" / "index.html").read_text()
-    assert "tltf.evaluate.evaluate" in api and "expected_calibration_error" in api
+    assert "tltf.evaluation.metrics.evaluate" in api and "expected_calibration_error" in api
     shutil.rmtree(site)

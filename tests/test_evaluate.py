@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tltf.evaluate import (
+from tltf.evaluation.metrics import (
     TemperatureScaling,
     calibrate,
     evaluate,
     expected_calibration_error,
     predict,
 )
-from tltf.heads import ClassificationHead
+from tltf.models.heads import ClassificationHead
 
 # Six examples, three classes; the "images" are log-probabilities (1x1x3 pixels) and the
 # model below turns them back into these probabilities, so every metric is known by hand.
@@ -108,7 +108,7 @@ def test_tf_dataset_with_one_hot_labels():
 
 
 def test_image_dataset_gives_files_and_names(tmp_path):
-    data = pytest.importorskip("tltf.data")
+    data = pytest.importorskip("tltf.data.folder")
     for c, name in enumerate(("a", "b")):
         (tmp_path / name).mkdir()
         for i in range(3):

@@ -17,18 +17,18 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from tltf.data import load_arrays
-from tltf.export import (
+from tltf.export.metadata import read_metadata
+from tltf.export.tflite import (
     ExportResult,
     export_best,
     export_saved_model,
     export_tflite,
     exportable_model,
 )
-from tltf.freeze import unfreeze
-from tltf.metadata import read_metadata
-from tltf.models import build_classifier, compile_classifier
-from tltf.runtime import dtype_policy_scope
-from tltf.verify import verify_tflite
+from tltf.export.verify import verify_tflite
+from tltf.models.classifier import build_classifier, compile_classifier
+from tltf.models.precision import dtype_policy_scope
+from tltf.training.freeze import unfreeze
 
 CLASSES = ["red", "green", "blue"]
 SIZE = 32
@@ -307,12 +307,12 @@ def test_failure_after_conversion_leaves_existing_file(model, tmp_path, monkeypa
     path = tmp_path / "m.tflite"
     export_tflite(model, path)
     before = path.read_bytes()
-    import tltf.export
+    import tltf.export.tflite
 
     def broken(*args, **kwargs):
         return b"not a flatbuffer"
 
-    monkeypatch.setattr(tltf.export, "_convert", broken)
+    monkeypatch.setattr(tltf.export.tflite, "_convert", broken)
     with pytest.raises((RuntimeError, ValueError)):  # LiteRT refuses to load the file
         export_tflite(model, path, metadata=False, overwrite=True)
     assert path.read_bytes() == before
@@ -338,11 +338,11 @@ def test_export_best_keeps_smallest_within_budget(model, calibration, validation
 
 
 def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, monkeypatch):
-    import tltf.export
+    import tltf.export.tflite
 
     path = tmp_path / "m.tflite"
     path.write_bytes(b"previous good file")
-    real = tltf.export.verify_tflite
+    real = tltf.export.tflite.verify_tflite
 
     def pessimistic(*args, **kwargs):
         report = real(*args, **kwargs)
@@ -350,7 +350,7 @@ def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, 
         report.accuracy_drop = 0.2
         return report
 
-    monkeypatch.setattr(tltf.export, "verify_tflite", pessimistic)
+    monkeypatch.setattr(tltf.export.tflite, "verify_tflite", pessimistic)
     with pytest.raises(ValueError, match="No variant stays within max_accuracy_drop"):
         export_tflite(model, path, verify=True, validation_data=validation,
                       overwrite=True)
@@ -436,7 +436,7 @@ def test_verify_report_contents_and_errors(model, validation, tmp_path):
         verify_tflite(path, model, np.zeros((2, 16, 16, 3), "float32"))
     with pytest.raises(ValueError, match="yielded no images"):
         verify_tflite(path, model, np.zeros((0, SIZE, SIZE, 3), "float32"))
-    with pytest.raises(TypeError, match="`data` must be a tltf.data.ImageDataset"):
+    with pytest.raises(TypeError, match="`data` must be a tltf.data.folder.ImageDataset"):
         verify_tflite(path, model, 42)
     with pytest.raises(ValueError, match="`max_samples` must be a positive"):
         verify_tflite(path, model, x, max_samples=0)

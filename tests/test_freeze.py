@@ -1,11 +1,11 @@
-"""tltf.freeze: what is trainable after freeze_backbone / unfreeze, BatchNorm kept frozen."""
+"""tltf.training.freeze: what is trainable after freeze_backbone / unfreeze, BatchNorm kept frozen."""
 
 import keras
 import pytest
 
-from tltf.backbones import block_start_indices, get_backbone
-from tltf.freeze import freeze_backbone, parse_unfreeze, unfreeze
-from tltf.models import backbone_of, build_classifier, head_of
+from tltf.backbones.registry import block_start_indices, get_backbone
+from tltf.models.classifier import backbone_of, build_classifier, head_of
+from tltf.training.freeze import freeze_backbone, parse_unfreeze, unfreeze
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from image_cases import photo_folder
 
 from tltf.cli import main
-from tltf.run_folder import RunFolder
+from tltf.runs.folder import RunFolder
 
 _TINY = ["--backbone", "mobilenet_v2_035", "--weights", "none", "--image-size", "32",
          "--head-epochs", "1", "--finetune-epochs", "0", "--batch-size", "4"]

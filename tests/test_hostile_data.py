@@ -22,12 +22,11 @@ import tensorflow as tf
 from PIL import Image
 
 import tltf
-from tltf import decode
-from tltf._batches import batches
 from tltf.cli import main
-from tltf.data import load_arrays, load_image_folder
-from tltf.decode import check_files, list_image_files
-from tltf.evaluate import _read_files, evaluate, predict
+from tltf.data import decode, load_arrays, load_image_folder
+from tltf.data.batches import batches
+from tltf.data.decode import check_files, list_image_files
+from tltf.evaluation.metrics import _read_files, evaluate, predict
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,9 @@ import tensorflow as tf
 from PIL import Image
 
 import tltf
+from tltf.backbones.hub import HubLayer
 from tltf.cli import load_config, main
-from tltf.hub import HubLayer
-from tltf.runtime import rebuild_with_policy
+from tltf.training.runtime import rebuild_with_policy
 
 KNOWN = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/4"
 REMOTE = "https://example.com/models/evil/1"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _train_tiny import tiny_data, tiny_model
 
-from tltf.train import fine_tune
+from tltf.training.recipe import fine_tune
 
 
 def _digest(model) -> str:
@@ -54,7 +54,7 @@ def test_resume_refuses_another_class_order_or_count(tmp_path):
 
     from _train_tiny import NAME, SIZE
 
-    from tltf.models import build_classifier
+    from tltf.models.classifier import build_classifier
 
     three = build_classifier(NAME, 3, image_size=SIZE, weights=None)
     with pytest.raises(ValueError, match=r"Cannot resume the run in .*num_classes=2.*num_classes=3"):

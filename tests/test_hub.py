@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import tltf
-from tltf.freeze import unfreeze
-from tltf.hub import HubLayer, hub_backbone
-from tltf.models import backbone_of
+from tltf.backbones.hub import HubLayer, hub_backbone
+from tltf.models.classifier import backbone_of
+from tltf.training.freeze import unfreeze
 
 TF1_HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_035_128/feature_vector/2"
 
@@ -171,7 +171,7 @@ def test_hub_model_converts_to_tflite(tf2_with_training, tmp_path):
 
 
 def test_hub_model_works_in_fine_tune(tf2_with_training):
-    from tltf.train import fine_tune
+    from tltf.training.recipe import fine_tune
 
     model = tltf.build_classifier(f"hub:{tf2_with_training}", 2, image_size=32)
     hub_layer = _hub_layer(model)
@@ -322,7 +322,7 @@ def test_several_outputs_need_output_key(tmp_path):
 
 
 def test_unknown_remote_handle_is_refused_in_safe_mode():
-    config = {"module": "tltf.hub", "class_name": "HubLayer", "registered_name": "tltf>HubLayer",
+    config = {"module": "tltf.backbones.hub", "class_name": "HubLayer", "registered_name": "tltf>HubLayer",
               "config": {"handle": "https://example.com/model.tar.gz"}}
     with pytest.raises(ValueError, match="safe_mode=False"):
         keras.saving.deserialize_keras_object(config)  # safe mode, as in load_model
@@ -330,7 +330,7 @@ def test_unknown_remote_handle_is_refused_in_safe_mode():
 
 @pytest.mark.slow
 def test_hub_backbone_in_the_tuner(tf2_with_training, tmp_path):
-    from tltf.tune import search
+    from tltf.tune.tuner import search
 
     x, y = _images(16), np.arange(16) % 2
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tltf import build_classifier, compile_classifier
-from tltf.models import (
+from tltf.models.classifier import (
     SparseCategoricalCrossentropy,
     backbone_of,
     head_of,

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltf._batches import batches
-from tltf._class_names import resolve_class_names
 from tltf.data import load_arrays
-from tltf.evaluate import evaluate
-from tltf.heads import ClassificationHead
-from tltf.models import head_of, head_or_none
+from tltf.data.batches import batches
+from tltf.data.class_names import resolve_class_names
+from tltf.evaluation.metrics import evaluate
+from tltf.models.classifier import head_of, head_or_none
+from tltf.models.heads import ClassificationHead
 
 X = np.random.default_rng(0).uniform(0, 255, (6, 4, 4, 3)).astype("float32")
 Y = np.array([0, 1, 2, 0, 1, 2])
@@ -69,8 +69,8 @@ def test_a_repeated_name_raises():
 def test_verify_no_longer_skips_a_list_of_the_wrong_length(tmp_path):
     # Before, verify_tflite silently fell back to the next source; now it raises like the rest.
     pytest.importorskip("ai_edge_litert")
-    from tltf.export import export_tflite
-    from tltf.verify import verify_tflite
+    from tltf.export.tflite import export_tflite
+    from tltf.export.verify import verify_tflite
 
     model = _model(["a", "b", "c"])
     path = export_tflite(model, tmp_path / "m.tflite", metadata=False).path
@@ -167,7 +167,7 @@ def test_the_same_errors_for_every_caller(fit):
         batches((X, Y[:5]), fit=fit)
     with pytest.raises(ValueError, match=r"has label 3, but the model has 3 classes"):
         batches((X, Y + 1), num_classes=3, fit=fit)
-    with pytest.raises(TypeError, match=r"must be a tltf.data.ImageDataset or a batched"):
+    with pytest.raises(TypeError, match=r"must be a tltf.data.folder.ImageDataset or a batched"):
         batches([1, 2, 3], fit=fit)
 
 
@@ -180,7 +180,7 @@ def test_relabelling_checks_the_range_first():
 
 
 def test_calibration_images_from_other_folders_do_not_decide_the_names():
-    from tltf.export import _resolve_class_names
+    from tltf.export.tflite import _resolve_class_names
 
     class Calibration:  # e.g. one folder of unlabelled photos
         class_names = ["images"]

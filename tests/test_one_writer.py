@@ -120,8 +120,8 @@ def test_the_tune_warm_start_reuses_a_head_saved_with_old_keys(tmp_path):
     import keras
 
     import tltf
-    from tltf.models import head_of
-    from tltf.tune import TransferHyperModel, _head_key
+    from tltf.models.classifier import head_of
+    from tltf.tune.tuner import TransferHyperModel, _head_key
 
     hypermodel = TransferHyperModel("mobilenet_v2", 2, image_size=32, weights=None,
                                     warm_start=tmp_path, head_epochs=1, seed=0)
@@ -147,8 +147,8 @@ def test_the_tune_warm_start_reuses_a_head_saved_with_old_keys(tmp_path):
                                   32.0, True, (32, None), [32, False]])
 def test_one_image_size_check_for_data_models_and_the_cli(tmp_path, size):
     import tltf
-    from tltf.dataset import _image_size
-    from tltf.run import _check_arguments
+    from tltf.data.dataset import _image_size
+    from tltf.runs.train import _check_arguments
 
     message = r"`image_size` must be an int or a \(height, width\) pair of ints, between 1 and 4096"
     with pytest.raises(ValueError, match=message + r".*Received: image_size="):
@@ -167,7 +167,7 @@ def test_one_image_size_check_for_data_models_and_the_cli(tmp_path, size):
 @pytest.mark.parametrize("size, expected", [(32, (32, 32)), ((24, 40), (24, 40)),
                                             ([4096, 1], (4096, 1)), (np.int64(8), (8, 8))])
 def test_the_image_size_check_accepts_ints_and_pairs(size, expected):
-    from tltf.dataset import _image_size
+    from tltf.data.dataset import _image_size
 
     assert _image_size(size) == expected
 
@@ -176,7 +176,7 @@ def test_compile_classifier_resolves_jit_auto_as_runtime_does():
     import tensorflow as tf
 
     import tltf
-    from tltf.runtime import resolve_jit_compile
+    from tltf.models.precision import resolve_jit_compile
 
     model = tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     tltf.compile_classifier(model)
@@ -201,8 +201,8 @@ def test_build_classifier_uses_the_runtime_dtype_policy_scope():
 def test_one_restore_only_callback_for_both_backups(tmp_path):
     import keras
 
-    from tltf.checkpoint import PhaseCheckpoint, RunState
-    from tltf.runtime import _restore_only, _RestoreOnly
+    from tltf.training.checkpoint import PhaseCheckpoint, RunState
+    from tltf.training.distribute import _restore_only, _RestoreOnly
 
     for cls, args in [(keras.callbacks.BackupAndRestore, (str(tmp_path / "b"),)),
                       (PhaseCheckpoint, (tmp_path / "c", 1, RunState()))]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tltf.evaluate import evaluate
+from tltf.evaluation.metrics import evaluate
 
 pytestmark = pytest.mark.slow
 

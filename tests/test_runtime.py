@@ -1,4 +1,4 @@
-"""tltf.runtime: mixed precision, XLA choice, strategies, seeds (tiny models, CPU)."""
+"""tltf.training.runtime: mixed precision, XLA choice, strategies, seeds (tiny models, CPU)."""
 
 import json
 import os
@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltf import build_classifier, runtime
-from tltf.models import backbone_of, head_of
+from tltf import build_classifier
+from tltf.models import precision
+from tltf.models.classifier import backbone_of, head_of
+from tltf.training import distribute, runtime
 
 WORKER = Path(__file__).with_name("_worker.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -64,13 +66,13 @@ def _all_layers(model: keras.Model):
     ],
 )
 def test_resolve_mixed_precision_explicit(option, policy):
-    assert runtime.resolve_mixed_precision(option) == policy
+    assert precision.resolve_mixed_precision(option) == policy
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the CPU answer of 'auto'")
 def test_resolve_mixed_precision_auto_is_float32_on_cpu():
-    assert runtime.resolve_mixed_precision() == "float32"
-    assert runtime.resolve_mixed_precision("auto") == "float32"
+    assert precision.resolve_mixed_precision() == "float32"
+    assert precision.resolve_mixed_precision("auto") == "float32"
 
 
 @pytest.mark.parametrize("bad", ["fp16", "AUTO", "float64", "", None, 16, True])
@@ -78,7 +80,7 @@ def test_resolve_mixed_precision_rejects_unknown(bad):
     with pytest.raises(
         ValueError, match=r"'auto', 'float32', 'float16'.*Received: mixed_precision="
     ):
-        runtime.resolve_mixed_precision(bad)
+        precision.resolve_mixed_precision(bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +89,7 @@ def test_resolve_mixed_precision_rejects_unknown(bad):
 
 def test_dtype_policy_scope_sets_and_restores():
     assert keras.config.dtype_policy().name == "float32"
-    with runtime.dtype_policy_scope("mixed_bfloat16"):
+    with precision.dtype_policy_scope("mixed_bfloat16"):
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
         layer = keras.layers.Dense(2)
     assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
@@ -96,21 +98,21 @@ def test_dtype_policy_scope_sets_and_restores():
 
 def test_dtype_policy_scope_restores_after_an_exception():
     with pytest.raises(RuntimeError, match="boom"):
-        with runtime.dtype_policy_scope("mixed_float16"):
+        with precision.dtype_policy_scope("mixed_float16"):
             raise RuntimeError("boom")
     assert keras.config.dtype_policy().name == "float32"
 
 
 def test_dtype_policy_scope_none_keeps_the_current_policy():
     keras.config.set_dtype_policy("mixed_bfloat16")  # the conftest fixture restores it
-    with runtime.dtype_policy_scope(None):
+    with precision.dtype_policy_scope(None):
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == "mixed_bfloat16"
 
 
 def test_dtype_policy_scope_rejects_unknown_policy():
     with pytest.raises(ValueError, match=r"Keras dtype policy name.*Received: policy='half'"):
-        with runtime.dtype_policy_scope("half"):
+        with precision.dtype_policy_scope("half"):
             pass
     assert keras.config.dtype_policy().name == "float32"
 
@@ -120,15 +122,15 @@ def test_dtype_policy_scope_rejects_unknown_policy():
 
 
 def test_resolve_jit_compile_passes_bools_through():
-    assert runtime.resolve_jit_compile(True) is True
-    assert runtime.resolve_jit_compile(False) is False
+    assert precision.resolve_jit_compile(True) is True
+    assert precision.resolve_jit_compile(False) is False
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the CPU answer of 'auto'")
 def test_resolve_jit_compile_auto_is_off_on_cpu():
-    assert runtime.resolve_jit_compile() is False
+    assert precision.resolve_jit_compile() is False
     assert (
-        runtime.resolve_jit_compile("auto", strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
+        precision.resolve_jit_compile("auto", strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
         is False
     )
 
@@ -136,39 +138,39 @@ def test_resolve_jit_compile_auto_is_off_on_cpu():
 @pytest.mark.parametrize("bad", ["yes", "xla", None, 1])
 def test_resolve_jit_compile_rejects_unknown(bad):
     with pytest.raises(ValueError, match=r"True, False or 'auto'.*Received: jit_compile="):
-        runtime.resolve_jit_compile(bad)
+        precision.resolve_jit_compile(bad)
 
 
 def test_resolve_strategy_none_is_the_current_strategy():
-    assert runtime.resolve_strategy(None) is tf.distribute.get_strategy()
-    assert runtime.resolve_strategy().num_replicas_in_sync == 1
+    assert distribute.resolve_strategy(None) is tf.distribute.get_strategy()
+    assert distribute.resolve_strategy().num_replicas_in_sync == 1
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
-    assert runtime.resolve_strategy(mirrored) is mirrored
+    assert distribute.resolve_strategy(mirrored) is mirrored
     with mirrored.scope():
-        assert runtime.resolve_strategy(None) is mirrored
+        assert distribute.resolve_strategy(None) is mirrored
 
 
 @pytest.mark.parametrize("bad", ["mirrored", 2, object()])
 def test_resolve_strategy_rejects_non_strategies(bad):
     with pytest.raises(TypeError, match=r"tf.distribute.Strategy.*Received: strategy="):
-        runtime.resolve_strategy(bad)
+        distribute.resolve_strategy(bad)
 
 
 def test_global_batch_size_multiplies_by_replicas():
-    assert runtime.global_batch_size(32) == 32
+    assert distribute.global_batch_size(32) == 32
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
-    assert runtime.global_batch_size(16, mirrored) == 16 * mirrored.num_replicas_in_sync
+    assert distribute.global_batch_size(16, mirrored) == 16 * mirrored.num_replicas_in_sync
 
 
 @pytest.mark.parametrize("bad", [0, -4, 2.5, "32", True, None])
 def test_global_batch_size_rejects_bad_sizes(bad):
     with pytest.raises(ValueError, match=r"positive int.*Received: per_replica_batch_size="):
-        runtime.global_batch_size(bad)
+        distribute.global_batch_size(bad)
 
 
 def test_is_chief_in_a_single_process():
-    assert runtime.is_chief() is True
-    assert runtime.is_chief(tf.distribute.MirroredStrategy(["/cpu:0"])) is True
+    assert distribute.is_chief() is True
+    assert distribute.is_chief(tf.distribute.MirroredStrategy(["/cpu:0"])) is True
 
 
 def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
@@ -184,7 +186,7 @@ def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
             if epoch == 1:
                 raise KeyboardInterrupt("simulated crash")
 
-    backup = runtime.backup_and_restore(tmp_path / "backup")
+    backup = distribute.backup_and_restore(tmp_path / "backup")
     assert isinstance(backup, keras.callbacks.BackupAndRestore)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x / 255, y, epochs=4, callbacks=[backup, Interrupt()], verbose=0)
@@ -200,7 +202,7 @@ def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
         x / 255,
         y,
         epochs=4,
-        callbacks=[runtime.backup_and_restore(tmp_path / "backup"), record],
+        callbacks=[distribute.backup_and_restore(tmp_path / "backup"), record],
         verbose=0,
     )
     assert seen == [2, 3]  # resumed after the two finished epochs
@@ -356,7 +358,7 @@ def test_two_seeded_deterministic_fine_tune_runs_give_the_same_history():
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_fine_tune_in_mixed_precision_leaves_no_global_policy(precision):
-    from tltf.train import fine_tune
+    from tltf.training.recipe import fine_tune
 
     keras.utils.set_random_seed(0)
     model = _tiny_classifier()

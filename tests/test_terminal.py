@@ -55,12 +55,12 @@ def test_import_tltf_is_lazy_but_keeps_the_public_names():
     # Importing the submodule of the same name does not replace the public function.
     import importlib
 
-    importlib.import_module("tltf.evaluate")
-    importlib.import_module("tltf.audit")
+    importlib.import_module("tltf.evaluation.metrics")
+    importlib.import_module("tltf.data.auditing")
     assert inspect.isfunction(tltf.evaluate) and inspect.isfunction(tltf.audit)
     from tltf import build_classifier
 
-    assert build_classifier is tltf.models.build_classifier
+    assert build_classifier is tltf.models.classifier.build_classifier
 
 
 def test_wrong_keras_backend_still_fails_at_import():
@@ -150,9 +150,9 @@ def test_cli_prints_warnings_as_one_line(monkeypatch, capsys):
 
 
 def test_building_a_model_loads_the_hub_source_in_a_fresh_process():
-    # The registry knows no source; tltf.models loads the hub: source, so build_classifier,
-    # search and `tltf train --backbone hub:...` find it without importing tltf.hub first.
-    code = ("import tltf; tltf.build_classifier; from tltf.backbones import get_backbone, "
+    # The registry knows no source; tltf.models.classifier loads the hub: source, so build_classifier,
+    # search and `tltf train --backbone hub:...` find it without importing tltf.backbones.hub first.
+    code = ("import tltf; tltf.build_classifier; from tltf.backbones.registry import get_backbone, "
             "list_backbones; print(len(list_backbones('hub:*')), "
             "get_backbone('hub:mobilenet_v2_100_224').feature_dim)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""tltf.train.fine_tune on a tiny registered backbone: phases, BatchNorm, caching, safety."""
+"""tltf.training.recipe.fine_tune on a tiny registered backbone: phases, BatchNorm, caching, safety."""
 
 import json
 import math
@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from _train_tiny import tiny_arrays, tiny_data, tiny_model
 
-from tltf.models import backbone_of, head_of
-from tltf.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
-from tltf.train import FineTuneResult, fine_tune
+from tltf.models.classifier import backbone_of, head_of
+from tltf.training.recipe import FineTuneResult, fine_tune
+from tltf.training.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
 
 
 def _bn_stats(model):
@@ -213,7 +213,7 @@ def test_schedules():
     ({"resume": True}, "`resume=True` needs the `directory`"),
     ({"unfreeze": "top_blocks:x"}, "integer N >= 1"),
     ({"class_weight": [1, 2]}, "`class_weight` must be None, 'balanced' or a dict"),
-    ({"class_weight": "balanced"}, "only a tltf.data.ImageDataset has"),
+    ({"class_weight": "balanced"}, "only a tltf.data.folder.ImageDataset has"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -223,7 +223,7 @@ def test_bad_arguments_raise(kwargs, match):
 def test_bad_data_raises(tmp_path):
     model = tiny_model()
     x, y = tiny_arrays(8)
-    with pytest.raises(TypeError, match="must be a tltf.data.ImageDataset or a batched"):
+    with pytest.raises(TypeError, match="must be a tltf.data.folder.ImageDataset or a batched"):
         fine_tune(model, [x, y])  # a tuple (x, y) is accepted, as by evaluate and verify
     with pytest.raises(ValueError, match="batch it with"):
         fine_tune(model, tf.data.Dataset.from_tensor_slices((x, y)))

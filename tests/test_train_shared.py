@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltf.models import build_classifier
-from tltf.train import fine_tune
+from tltf.models.classifier import build_classifier
+from tltf.training.recipe import fine_tune
 
 SIZE = 128
 TRAIN_PER_CLASS, VAL_PER_CLASS = 100, 50

@@ -1,4 +1,4 @@
-"""tltf.tune: the search space, the depth trials really train, warm start, resume, errors."""
+"""tltf.tune.tuner: the search space, the depth trials really train, warm start, resume, errors."""
 
 import json
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from _tune_tiny import BLOCKS, NAME, tiny_backbone, tiny_data
 
-from tltf import train as tltf_train
-from tltf.backbones import get_backbone
-from tltf.tune import SearchResult, TransferHyperModel, plot_search, search
+from tltf.backbones.registry import get_backbone
+from tltf.training import recipe as tltf_train
+from tltf.tune.tuner import SearchResult, TransferHyperModel, plot_search, search
 
 FAST = dict(head_epochs=1, finetune_epochs=1, batch_size=8, weights=None, verbose=0,
             backbone=NAME, num_classes=2)
@@ -23,7 +23,7 @@ def _tiny():
 
 @pytest.fixture
 def count_fine_tune(monkeypatch):
-    """Counts the calls of tltf.train.fine_tune (one per phase a trial runs)."""
+    """Counts the calls of tltf.training.recipe.fine_tune (one per phase a trial runs)."""
     calls = []
     real = tltf_train.fine_tune
 
@@ -211,7 +211,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tmp_path, co
 
 def test_same_seed_proposes_the_same_trials(tmp_path):
     # What `search(seed=...)` relies on: a seeded oracle proposes the same trials again.
-    from tltf.tune import _tuner_class
+    from tltf.tune.tuner import _tuner_class
 
     def proposals(directory):
         hm = TransferHyperModel(NAME, 2, weights=None)

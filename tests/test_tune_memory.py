@@ -6,7 +6,7 @@ import keras
 import pytest
 from _tune_tiny import NAME, tiny_backbone, tiny_data
 
-from tltf.tune import search
+from tltf.tune.tuner import search
 
 # Stated bound: resident memory after trial 10 exceeds that after trial 1 by at most 150 MiB.
 # Measured here (TF 2.21, Keras 3.15): 839 -> 909 MiB, about 7 MiB per trial. That residue is

@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from tltf import build_classifier, export_tflite, fine_tune, load_model, unfreeze
-from tltf.backbones import BackboneSpec, list_backbones
-from tltf.models import backbone_of, spec_of
+from tltf.backbones.registry import BackboneSpec, list_backbones
+from tltf.models.classifier import backbone_of, spec_of
 
 
 def _constructor(input_shape, weights=None, pooling="avg"):

@@ -1,13 +1,12 @@
 """tltf: transfer learning for image classification on TensorFlow, correct by default.
 
-The public names are imported from their modules on first use (PEP 562), so `import tltf`
-and `tltf --help` do not pay for TensorFlow; `from tltf import build_classifier` and
-`tltf.evaluate(...)` work as if they had been imported here.
+The public names are imported from their subpackages on first use (PEP 562), so
+`import tltf` and `tltf --help` do not pay for TensorFlow; `from tltf import build_classifier`
+works as if it had been imported here. No public name is also a module: `tltf.evaluate` is
+the function, and its module is `tltf.evaluation.metrics`.
 """
 
 import importlib
-import sys
-import types
 
 from tltf import _backend
 
@@ -25,23 +24,23 @@ _EXPORTS = {
     "load_csv": "tltf.data",
     "load_image_folder": "tltf.data",
     "load_tfds": "tltf.data",
-    "EvaluationReport": "tltf.evaluate",
-    "calibrate": "tltf.evaluate",
-    "evaluate": "tltf.evaluate",
-    "predict": "tltf.evaluate",
+    "EvaluationReport": "tltf.evaluation",
+    "calibrate": "tltf.evaluation",
+    "evaluate": "tltf.evaluation",
+    "predict": "tltf.evaluation",
     "export_best": "tltf.export",
     "export_saved_model": "tltf.export",
     "export_tflite": "tltf.export",
     "verify_tflite": "tltf.export",
-    "HubLayer": "tltf.hub",
-    "hub_backbone": "tltf.hub",
+    "HubLayer": "tltf.backbones",
+    "hub_backbone": "tltf.backbones",
     "build_classifier": "tltf.models",
     "compile_classifier": "tltf.models",
     "load_model": "tltf.models",
-    "FineTuneResult": "tltf.train",
-    "fine_tune": "tltf.train",
-    "freeze_backbone": "tltf.train",
-    "unfreeze": "tltf.train",
+    "FineTuneResult": "tltf.training",
+    "fine_tune": "tltf.training",
+    "freeze_backbone": "tltf.training",
+    "unfreeze": "tltf.training",
     "TransferHyperModel": "tltf.tune",
     "search": "tltf.tune",
 }
@@ -84,13 +83,18 @@ __all__ = [
 _backend.check_requested_backend()
 
 
+# The subpackages, also imported on first use: `import tltf; tltf.export.verify_tflite`.
+_SUBPACKAGES = ("backbones", "data", "evaluation", "export", "models", "runs", "training", "tune")
+
+
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        _backend.check_backend()
+        return importlib.import_module(f"tltf.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tltf' has no attribute {name!r}")
     _backend.check_backend()
-    if module == "tltf.backbones":  # the built-in sources: `hub:` names and the well-known hub specs
-        importlib.import_module("tltf.hub")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -98,19 +102,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps `tltf.evaluate` and `tltf.audit` the functions, as the eager import did.
-
-    Importing the submodule `tltf.evaluate` (or `tltf.audit`) makes the import system set the
-    package attribute of that name to the module; the public name is the function.
-    """
-
-    def __setattr__(self, name, value):
-        if name in _EXPORTS and getattr(value, "__name__", None) == f"tltf.{name}":
-            value = getattr(value, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

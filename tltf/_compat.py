@@ -52,7 +52,7 @@ def is_op_determinism_enabled() -> bool:
 
     TensorFlow exports the setter only; the getter
     (`tensorflow.python.framework.config.is_op_determinism_enabled`) has no `tf.config`
-    name. tltf keeps XLA off under op determinism (`runtime.resolve_jit_compile`), since
+    name. tltf keeps XLA off under op determinism (`tltf.models.precision.resolve_jit_compile`), since
     several XLA kernels have no deterministic version. No upstream issue.
     """
     from tensorflow.python.framework.config import (

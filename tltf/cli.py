@@ -1,8 +1,8 @@
 """The `tltf` command: train, evaluate, predict, export, tune, audit and list backbones.
 
 Every command is a thin call of the public functions (`tltf.load_image_folder`,
-`tltf.build_classifier`, `tltf.fine_tune`, `tltf.evaluate.evaluate`, `tltf.export_tflite`,
-`tltf.tune.search`, ...). A user error (missing folder, unknown backbone, bad config key)
+`tltf.build_classifier`, `tltf.fine_tune`, `tltf.evaluation.metrics.evaluate`, `tltf.export_tflite`,
+`tltf.tune.tuner.search`, ...). A user error (missing folder, unknown backbone, bad config key)
 prints one line and exits with status 1; `--verbose` prints the traceback instead.
 """
 
@@ -157,13 +157,12 @@ def _short(value) -> str:
 
 def _allowed_keys(section: str, values: dict) -> set[str]:
     import tltf
-    from tltf import export, train
 
     if section == "data":
         functions = [tltf.load_tfds] if "name" in values else [tltf.load_image_folder]
     else:
-        functions = [{"model": tltf.build_classifier, "train": train.fine_tune,
-                      "export": export.export_tflite}[section]]
+        functions = [{"model": tltf.build_classifier, "train": tltf.fine_tune,
+                      "export": tltf.export_tflite}[section]]
     keys = set()
     for f in functions:
         keys |= {p.name for p in inspect.signature(f).parameters.values()
@@ -210,8 +209,8 @@ def _data_args(source: str, image_size, extra: dict) -> dict:
 
 def _load_model(path: str, trust_model_code: bool = False):
     """Loads in Keras' safe mode: a stranger's file runs no code (lambdas, SavedModel graphs)."""
-    from tltf.hub import _RefusedHandle
-    from tltf.models import load_model
+    from tltf.backbones.hub import _RefusedHandle
+    from tltf.models.classifier import load_model
 
     path = Path(path)
     if not path.is_file():
@@ -296,7 +295,7 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from tltf.run import train_run
+    from tltf.runs.train import train_run
 
     out = Path(args.out)
     saved_config = out / "config.yaml"
@@ -335,7 +334,7 @@ def _cmd_train(args) -> int:
 
 def _is_split_folder(path) -> bool:
     """Whether the data folder holds train/validation/test splits: the data module's rule."""
-    from tltf.layout import find_split_folders
+    from tltf.data.layout import find_split_folders
 
     path = Path(path)
     return path.is_dir() and bool(find_split_folders(path))
@@ -343,7 +342,7 @@ def _is_split_folder(path) -> bool:
 
 def _cmd_evaluate(args) -> int:
     import tltf
-    from tltf.evaluate import evaluate
+    from tltf.evaluation.metrics import evaluate
 
     model = _load_model(args.model, args.trust_model_code)
     names = _head_names(model)
@@ -362,7 +361,7 @@ def _cmd_evaluate(args) -> int:
 
 def _head_names(model):
     """The head's class names, so that folders load with labels in the model's order."""
-    from tltf.models import head_or_none
+    from tltf.models.classifier import head_or_none
 
     head = head_or_none(model)
     return None if head is None else head.class_names
@@ -371,7 +370,7 @@ def _head_names(model):
 def _cmd_predict(args) -> int:
     import warnings
 
-    from tltf.evaluate import predict
+    from tltf.evaluation.metrics import predict
 
     model = _load_model(args.model, args.trust_model_code)
     with warnings.catch_warnings():  # the skipped files are listed below, one line each
@@ -391,7 +390,7 @@ def _cmd_predict(args) -> int:
 
 def _cmd_export(args) -> int:
     import tltf
-    from tltf.export import export_tflite
+    from tltf.export.tflite import export_tflite
 
     model = _load_model(args.model, args.trust_model_code)
     size = _image_size_of(model)
@@ -417,7 +416,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_tune(args) -> int:
-    from tltf.tune import search
+    from tltf.tune.tuner import search
 
     data_cfg = _data_args(args.data, args.image_size, {})
     data_cfg["validation_split"] = args.validation_split

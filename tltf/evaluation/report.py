@@ -156,7 +156,7 @@ def plot_mistakes(mistakes, path: str | os.PathLike, *, columns: int = 4) -> Pat
     """Saves a grid of the most confident mistakes, each titled true / predicted / confidence.
 
     Args:
-        mistakes: list of `tltf.evaluate.Mistake` with thumbnails (`image`).
+        mistakes: list of `tltf.evaluation.metrics.Mistake` with thumbnails (`image`).
         path: str or path. The PNG file to write.
         columns: int. Images per row. Defaults to `4`.
 
@@ -169,7 +169,7 @@ def plot_mistakes(mistakes, path: str | os.PathLike, *, columns: int = 4) -> Pat
     Example:
 
     >>> import numpy as np, tempfile, os
-    >>> from tltf.evaluate import Mistake
+    >>> from tltf.evaluation.metrics import Mistake
     >>> m = Mistake(0, "cat", "dog", 0.9, image=np.zeros((8, 8, 3), "uint8"))
     >>> plot_mistakes([m], os.path.join(tempfile.mkdtemp(), "m.png")).suffix
     '.png'
@@ -202,7 +202,7 @@ def save_report(report, directory: str | os.PathLike) -> Path:
     embeds the figures, so it is a single self-contained file that needs no network.
 
     Args:
-        report: `tltf.evaluate.EvaluationReport`.
+        report: `tltf.evaluation.metrics.EvaluationReport`.
         directory: str or path. The folder to write into (created if missing).
 
     Returns:
@@ -211,7 +211,7 @@ def save_report(report, directory: str | os.PathLike) -> Path:
     Example:
 
     >>> import numpy as np, keras, tempfile
-    >>> from tltf.evaluate import evaluate
+    >>> from tltf.evaluation.metrics import evaluate
     >>> inputs = keras.Input((8, 8, 3))
     >>> x = keras.layers.GlobalAveragePooling2D()(inputs)
     >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))

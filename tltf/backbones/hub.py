@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from tltf import _compat
-from tltf.backbones import BackboneSpec, register_backbone, register_source
+from tltf.backbones.registry import BackboneSpec, register_backbone, register_source
 
 __all__ = ["HubLayer", "hub_backbone"]
 
@@ -530,7 +530,7 @@ def _is_trusted(handle: str) -> bool:
 def _check_backbone_name(name) -> None:
     """`spec_of` resolves a saved `"hub:<handle>"` backbone name by loading the handle, so
     a config that names an unregistered one is held to the rule of `_check_safe_to_load`."""
-    from tltf.backbones import list_backbones
+    from tltf.backbones.registry import list_backbones
 
     if isinstance(name, _FromLiveLayer):
         return

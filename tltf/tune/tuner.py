@@ -23,11 +23,11 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tltf import train as _train
 from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import resolve_verbose
-from tltf.backbones import get_backbone
-from tltf.models import build_classifier, compile_classifier, head_of
+from tltf.backbones.registry import get_backbone
+from tltf.models.classifier import build_classifier, compile_classifier, head_of
+from tltf.training import recipe as _train
 
 __all__ = ["TransferHyperModel", "SearchResult", "search", "plot_search"]
 
@@ -570,8 +570,8 @@ def search(
 
 
 def _as_batches(data, training, batch_size, seed, num_classes, arg):
-    """`tltf._batches.batches` for every trial; an `ImageDataset` is cached in memory once."""
-    from tltf._batches import batches
+    """`tltf.data.batches.batches` for every trial; an `ImageDataset` is cached in memory once."""
+    from tltf.data.batches import batches
 
     if hasattr(data, "prepare") and hasattr(data, "num_classes"):
         num_classes = data.num_classes

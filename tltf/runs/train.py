@@ -1,7 +1,7 @@
 """`train_run`: what `tltf train --out RUN` does, as one library call that never loses a run.
 
 It checks every argument, reads and checks the data, builds the model, and only then begins
-(or resumes) the run folder (`tltf.run_folder.RunFolder`): train, save, evaluate and export,
+(or resumes) the run folder (`tltf.runs.folder.RunFolder`): train, save, evaluate and export,
 recording each step in `run.json`, so that a resumed run does only what is missing.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tltf._io import atomic_path, atomic_write
-from tltf.run_folder import RunFolder
+from tltf.runs.folder import RunFolder
 
 __all__ = ["train_run"]
 
@@ -83,7 +83,7 @@ def train_run(
               ("data", "model", "train", "export")}
     _check_arguments(config)
     if config["train"].get("tensorboard"):
-        from tltf.train import _check_tensorboard
+        from tltf.training.recipe import _check_tensorboard
 
         _check_tensorboard(directory)  # before the run folder is touched
     with RunFolder.open(directory, resume=resume, overwrite=overwrite) as run:
@@ -113,7 +113,7 @@ def train_run(
         model = _trained_model(run, config, model, train, val, calibrate, verbose, say)
         eval_data = test if test is not None else val
         if eval_data is not None and not run.done("evaluated"):
-            from tltf.evaluate import evaluate
+            from tltf.evaluation.metrics import evaluate
 
             history = json.loads((run.path / "history.json").read_text())
             report = evaluate(model, eval_data, history=history,
@@ -134,9 +134,9 @@ def _check_arguments(config: dict) -> None:
     """Every argument that can be checked without data, before anything is read or written."""
     import inspect
 
-    from tltf._train_data import check_args
-    from tltf.freeze import parse_unfreeze
-    from tltf.train import fine_tune
+    from tltf.training.train_data import check_args
+    from tltf.training.freeze import parse_unfreeze
+    from tltf.training.recipe import fine_tune
 
     data, train, export = config["data"], config["train"], config["export"]
     if "path" not in data and "name" not in data:
@@ -146,11 +146,11 @@ def _check_arguments(config: dict) -> None:
         raise FileNotFoundError(f"Data folder not found: {data['path']}. Give a folder with one "
                                 f"subfolder per class. Received: data={str(data['path'])!r}")
     if "image_size" in data:
-        from tltf.dataset import _image_size
+        from tltf.data.dataset import _image_size
 
         _image_size(data["image_size"])
     if "quantization" in export:
-        from tltf.export import _check_quantization
+        from tltf.export.tflite import _check_quantization
 
         modes = export["quantization"]
         for mode in [modes] if isinstance(modes, str) else list(modes):
@@ -171,7 +171,7 @@ def _check_arguments(config: dict) -> None:
     parse_unfreeze(values["unfreeze"])
     backbone = config["model"].get("backbone", "mobilenet_v2")
     if isinstance(backbone, str) and ":" not in backbone:
-        from tltf.backbones import get_backbone
+        from tltf.backbones.registry import get_backbone
 
         get_backbone(backbone)
 
@@ -215,21 +215,21 @@ def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose
     """The run's trained model: loaded when a resumed run already saved it, else trained."""
     model_path = run.path / "model.keras"
     if run.done("trained"):
-        from tltf.models import load_model
+        from tltf.models.classifier import load_model
 
         # Safe mode, trusting only the hub backbone the run's config names (which training
         # the run built and ran anyway): a Lambda or any other handle is still refused.
         backbone = str(config["model"].get("backbone", ""))
         trusted = [backbone.removeprefix("hub:")] if backbone.startswith("hub:") else []
         return load_model(model_path, trust_hub_handles=trusted)
-    from tltf.train import fine_tune
+    from tltf.training.recipe import fine_tune
 
     checkpoints = (run.path / "checkpoints" / "state.json").is_file()
     result = fine_tune(model, train, val, directory=run.path, resume=checkpoints,
                        verbose=verbose, **config["train"])
     model = result.model
     if calibrate:
-        from tltf.evaluate import calibrate as fit_temperature
+        from tltf.evaluation.metrics import calibrate as fit_temperature
 
         calibration = fit_temperature(model, val, batch_size=config["train"].get("batch_size", 32),
                                       verbose=verbose)
@@ -245,7 +245,7 @@ def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose
 
 
 def _export(run: RunFolder, model, export_cfg: dict, train, say) -> None:
-    from tltf.export import export_tflite
+    from tltf.export.tflite import export_tflite
 
     modes = export_cfg.get("quantization", "float32")
     modes = [modes] if isinstance(modes, str) else list(modes)

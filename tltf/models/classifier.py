@@ -15,12 +15,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import tltf.hub  # noqa: F401  (registers the hub: source and the well-known hub specs)
+import tltf.backbones.hub  # noqa: F401  (registers the hub: source and the well-known hub specs)
 from tltf import _compat
-from tltf.backbones import BackboneSpec, get_backbone, spec_data, spec_from_data
-from tltf.dataset import _image_size
-from tltf.heads import ClassificationHead
-from tltf.runtime import dtype_policy_scope, resolve_jit_compile
+from tltf.backbones.registry import BackboneSpec, get_backbone, spec_data, spec_from_data
+from tltf.data.dataset import _image_size
+from tltf.models.heads import ClassificationHead
+from tltf.models.precision import dtype_policy_scope, resolve_jit_compile
 
 __all__ = [
     "Preprocessing",
@@ -54,7 +54,7 @@ class Preprocessing(keras.layers.Layer):
             `"none"` (the backbone preprocesses itself).
         backbone_name: str or `None`. The name of the backbone it feeds.
         backbone_spec: dict or `None`. The data of that backbone's `BackboneSpec`
-            (`tltf.backbones.spec_data`), kept in the model's config so that unfreezing by
+            (`tltf.backbones.registry.spec_data`), kept in the model's config so that unfreezing by
             blocks works for any spec, registered or not, with no registry lookup.
         **kwargs: base `keras.layers.Layer` arguments.
 
@@ -69,7 +69,7 @@ class Preprocessing(keras.layers.Layer):
     def __init__(self, mode: str = "none", backbone_name: str | None = None,
                  backbone_spec: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        from tltf.backbones import PREPROCESSING_MODES
+        from tltf.backbones.registry import PREPROCESSING_MODES
 
         if mode not in PREPROCESSING_MODES:
             raise ValueError(
@@ -101,7 +101,7 @@ class Preprocessing(keras.layers.Layer):
         config = super().get_config()
         name = self.backbone_name
         if isinstance(name, str) and name.startswith("hub:"):
-            from tltf.hub import _FromLiveLayer
+            from tltf.backbones.hub import _FromLiveLayer
 
             name = _FromLiveLayer(name)  # an in-memory clone may resolve it again
         config.update(mode=self.mode, backbone_name=name, backbone_spec=self.backbone_spec)
@@ -109,7 +109,7 @@ class Preprocessing(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        from tltf.hub import _check_backbone_name
+        from tltf.backbones.hub import _check_backbone_name
 
         _check_backbone_name(config.get("backbone_name"))  # `spec_of` would load that hub model
         return cls(**config)
@@ -262,7 +262,7 @@ def build_classifier(
         inputs = keras.Input((*size, 3), name="image")
         x = inputs
         if augment is not None:
-            from tltf.augment import augmentation_layer
+            from tltf.data.augment import augmentation_layer
 
             layer = augmentation_layer(augment, seed=seed)
             if layer is not None:
@@ -305,7 +305,7 @@ def compile_classifier(
         label_smoothing: float in [0, 1). Defaults to `0.0`.
         metrics: `"auto"` (accuracy matching the label format, plus top-5 accuracy when
             there are more than 5 classes) or a list passed to Keras. Defaults to `"auto"`.
-        jit_compile: bool or `"auto"`: XLA or not, as `tltf.runtime.resolve_jit_compile`
+        jit_compile: bool or `"auto"`: XLA or not, as `tltf.models.precision.resolve_jit_compile`
             decides (on a single GPU without op determinism; off on CPU and under
             `tf.distribute`). Defaults to `"auto"`.
         **compile_kwargs: more `keras.Model.compile` arguments.
@@ -479,7 +479,7 @@ def load_model(
             "`trust_hub_handles` is a list of handles; wrap a single one in a list. "
             f"Received: trust_hub_handles={trust_hub_handles!r}"
         )
-    from tltf.hub import _trusting
+    from tltf.backbones.hub import _trusting
 
     with _trusting(trust_hub_handles):
         return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)

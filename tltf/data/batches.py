@@ -3,7 +3,7 @@
 Every public function that takes data (`fine_tune`, `search`, `evaluate`, `calibrate`,
 `verify_tflite`, `export_tflite`) reads it through `batches`, so an input form is accepted
 (or refused, with the same error) by all of them. Data-level only: this module must not
-import `tltf.models`, `tltf.train` or `tltf.evaluate`.
+import `tltf.models.classifier`, `tltf.training.recipe` or `tltf.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
             cache: str | None = "memory") -> Batches:
     """Turns any accepted input form into batches.
 
-    Accepted forms: a `tltf.data.ImageDataset` (prepared with `training`; read file by file
+    Accepted forms: a `tltf.data.folder.ImageDataset` (prepared with `training`; read file by file
     in order with `in_order=True`), a batched `tf.data.Dataset` of `(images, labels)` (or of
     images when `labels=False`), a tuple `(images, labels)` of arrays, an array of images
     (when `labels=False`), and a generator or a function returning one (unless `fit=True`:
@@ -123,7 +123,7 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
         data = data() if callable(data) else data
         if isinstance(data, Iterator):
             return Batches(data, labels=labels, name=name)
-    forms = ("a tltf.data.ImageDataset or a batched tf.data.Dataset of (images, labels)"
+    forms = ("a tltf.data.folder.ImageDataset or a batched tf.data.Dataset of (images, labels)"
              + ("" if labels else " or of images") + ", a tuple (images, labels) of arrays"
              + ("" if labels else ", an array of images")
              + ("" if fit else ", or a generator (or a function returning one) of these"))
@@ -150,7 +150,7 @@ def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, ca
                   num_batches=None if size is None else -(-size // batch_size),
                   image_size=tuple(getattr(data, "image_size", ()) or ()) or None)
     if in_order:
-        from tltf.dataset import _batches_in_order
+        from tltf.data.dataset import _batches_in_order
 
         # Never drops an image: results are attributed to `files` by position.
         return Batches(_batches_in_order(data, batch_size), files=data.files, **common)

@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltf._batches import batches
-from tltf._class_names import resolve_class_names
 from tltf._progress import progress
-from tltf.heads import TemperatureScaling
+from tltf.data.batches import batches
+from tltf.data.class_names import resolve_class_names
+from tltf.models.heads import TemperatureScaling
 
 __all__ = [
     "Calibration",
@@ -152,7 +152,7 @@ class EvaluationReport:
         Returns:
             The path of `report.html`.
         """
-        from tltf.report import save_report
+        from tltf.evaluation.report import save_report
 
         return save_report(self, directory)
 
@@ -284,8 +284,8 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
 
     Args:
         model: keras.Model. A classifier taking raw pixels and returning class
-            probabilities or logits (as recorded by its head, see `tltf.models.head_of`).
-        data: a `tltf.data.ImageDataset` (read in order, without shuffling), a batched
+            probabilities or logits (as recorded by its head, see `tltf.models.classifier.head_of`).
+        data: a `tltf.data.folder.ImageDataset` (read in order, without shuffling), a batched
             `tf.data.Dataset` of `(images, labels)`, a tuple `(images, labels)` of arrays,
             or a generator (or a function returning one) of `(images, labels)` batches.
             Labels are integers or one-hot vectors.
@@ -481,7 +481,7 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
             resize: str = "stretch", verbose: int | str = 0) -> Predictions:
     """Labels images or image files with the model's top classes.
 
-    Files go through the very pipeline training reads them with (`tltf.decode`: validated,
+    Files go through the very pipeline training reads them with (`tltf.data.decode`: validated,
     EXIF orientation applied, the same JPEG DCT scale and resize), so the model sees the
     same pixels for a file here as in `load_image_folder`; arrays are passed as they are
     (raw pixels in [0, 255]). Files that cannot be read are left out with a warning and
@@ -547,7 +547,7 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
 
 def _head_config(model) -> dict:
     """The head's config (`output`, `multi_label`, `class_names`), or {} for other models."""
-    from tltf.models import head_or_none
+    from tltf.models.classifier import head_or_none
 
     head = head_or_none(model)
     return {} if head is None else head.get_config()
@@ -555,7 +555,7 @@ def _head_config(model) -> dict:
 
 def _inference_model(model):
     try:
-        from tltf.models import inference_model
+        from tltf.models.classifier import inference_model
 
         return inference_model(model)
     except ValueError:  # not built by tltf: nothing to drop
@@ -687,8 +687,8 @@ def _read_files(files, size, resize, batch_size=32, verbose=0):
     import tempfile
 
     from tltf._warn import warn
-    from tltf.dataset import _batches_in_order, _files_dataset
-    from tltf.decode import check_files
+    from tltf.data.dataset import _batches_in_order, _files_dataset
+    from tltf.data.decode import check_files
 
     # Re-encoded odd files (EXIF-rotated JPEGs, TIFF) live only as long as the reading.
     tmp = tempfile.TemporaryDirectory(prefix="tltf-predict-")
@@ -719,7 +719,7 @@ def _read_files(files, size, resize, batch_size=32, verbose=0):
 
 
 def _expand_paths(paths) -> list[str]:
-    from tltf.decode import list_image_files
+    from tltf.data.decode import list_image_files
 
     files = []
     for p in paths:

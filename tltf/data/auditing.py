@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from tltf.dataset import ImageDataset
-from tltf.decode import check_files, list_image_files
-from tltf.layout import class_folders, find_split_folders
+from tltf.data.dataset import ImageDataset
+from tltf.data.decode import check_files, list_image_files
+from tltf.data.layout import class_folders, find_split_folders
 
 __all__ = ["AuditReport", "audit"]
 
@@ -147,7 +147,7 @@ def audit(
         min_size: int. Images with a side shorter than this are reported as tiny. Defaults
             to `32`.
         cache_dir: where the validation cache lives. Defaults to
-            `tltf.decode.default_cache_dir()`.
+            `tltf.data.decode.default_cache_dir()`.
 
     Returns:
         An `AuditReport`.

@@ -1,6 +1,6 @@
 """A run folder's lifecycle: created once, locked while written, resumed only when it matches.
 
-`RunFolder` is the folder `tltf.run.train_run` (what `tltf train --out RUN` does) writes.
+`RunFolder` is the folder `tltf.runs.train.train_run` (what `tltf train --out RUN` does) writes.
 Its promises:
 
 - A run folder is created once. Starting a run on an existing one is refused unless

@@ -1,6 +1,6 @@
 """`ImageDataset`: labelled images of one split, and `prepare`, its input pipeline.
 
-The loaders in `tltf.data` build it; `fine_tune`, `evaluate`, `export_tflite` and `search`
+The loaders in `tltf.data.folder` build it; `fine_tune`, `evaluate`, `export_tflite` and `search`
 consume it. `prepare` turns it into batches for training or evaluation: parallel decode,
 cache of the decoded images, per-epoch reshuffle, optional augmentation, prefetch.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from tltf._warn import warn
-from tltf.augment import Policy, batch_augmenter
-from tltf.decode import (
+from tltf.data.augment import Policy, batch_augmenter
+from tltf.data.decode import (
     MAX_PIXELS,
     RESIZE_MODES,
     _decode_ratio,
@@ -166,7 +166,7 @@ class ImageDataset:
                 existing complete cache is read back as it is), or `None` (decode every
                 epoch). Defaults to `"memory"`.
             augment: a policy name, list of ops or layer (see
-                `tltf.augment.augmentation_layers`), applied in `tf.data`. Only with
+                `tltf.data.augment.augmentation_layers`), applied in `tf.data`. Only with
                 `training=True`. Defaults to `None`.
             seed: int or `None`. Seed of the shuffle and of the augmentation. Defaults to
                 `None`.

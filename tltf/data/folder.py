@@ -4,7 +4,7 @@ Every loader returns an `ImageDataset`: the class names in a fixed order (sorted
 names, or as given), per-class counts, the file list when there is one, the files left out
 with the reason, and a `tf.data.Dataset` of (uint8 image, int32 label) at `image_size`.
 `ImageDataset.prepare` turns it into batches. The folder loader lives here; the others in
-`tltf.sources` and `audit` in `tltf.audit` (all re-exported here).
+`tltf.data.sources` and `audit` in `tltf.data.auditing`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tltf.audit import AuditReport, audit
-from tltf.dataset import (
+from tltf.data.dataset import (
     ImageDataset,
     _check_resize,
     _check_split_sizes,
@@ -26,19 +25,10 @@ from tltf.dataset import (
     _stratified_split,
     _validated,
 )
-from tltf.decode import MAX_PIXELS, list_image_files
-from tltf.layout import class_folders, find_split_folders
-from tltf.sources import load_arrays, load_csv, load_tfds
+from tltf.data.decode import MAX_PIXELS, list_image_files
+from tltf.data.layout import class_folders, find_split_folders
 
-__all__ = [
-    "AuditReport",
-    "ImageDataset",
-    "audit",
-    "load_arrays",
-    "load_csv",
-    "load_image_folder",
-    "load_tfds",
-]
+__all__ = ["load_image_folder"]
 
 def _scan_classes(root: Path, class_names: list[str], required: bool, limit: int | None = None):
     files, labels, folders = [], [], {}
@@ -83,7 +73,7 @@ def load_image_folder(
     - `path/train/<class>/...` with `path/validation/<class>/...` (or `val`, `valid`)
       and/or `path/test/<class>/...`: the given splits, in that order.
 
-    Every file is validated once (results cached, see `tltf.decode.check_files`); corrupt,
+    Every file is validated once (results cached, see `tltf.data.decode.check_files`); corrupt,
     truncated, empty and non-image files are left out with a warning and listed in
     `.skipped`, so training never stops on them. Files without an image extension
     (`README.txt`, `.DS_Store`) are ignored. EXIF orientation is honoured.
@@ -105,15 +95,15 @@ def load_image_folder(
         strict: bool. Raise on the first unusable file instead of leaving it out. Defaults
             to `False`.
         cache_dir: str, path or `None`. Where the validation cache and re-encoded files go.
-            Defaults to `tltf.decode.default_cache_dir()`.
+            Defaults to `tltf.data.decode.default_cache_dir()`.
         max_per_class: int or `None`. Use only the first `max_per_class` files (in sorted
             order) of each class folder of each split, e.g. to try a recipe in seconds
             before the real run. Defaults to `None` (all files).
         max_pixels: int. Images larger than this (width * height, read from the header
             before decoding) are left out as too large. Defaults to
-            `tltf.decode.MAX_PIXELS` (89,478,485, Pillow's limit).
+            `tltf.data.decode.MAX_PIXELS` (89,478,485, Pillow's limit).
         verbose: 0, 1, 2 or `"auto"`: progress of checking the files not checked before
-            (see `tltf.decode.check_files`). Defaults to `0`.
+            (see `tltf.data.decode.check_files`). Defaults to `0`.
 
     Returns:
         An `ImageDataset`, or a tuple `(train, validation[, test])` when splitting (or

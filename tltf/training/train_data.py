@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltf._batches import batches, check_labels
-from tltf.models import head_of
+from tltf.data.batches import batches, check_labels
+from tltf.models.classifier import head_of
 
 
 def num_batches(ds) -> int:
@@ -104,7 +104,7 @@ def class_weight_of(option, train):
         if not hasattr(train, "class_weight"):
             raise ValueError(
                 "`class_weight='balanced'` needs class counts, which only a "
-                "tltf.data.ImageDataset has; pass a dict {class index: weight} instead. "
+                "tltf.data.folder.ImageDataset has; pass a dict {class index: weight} instead. "
                 f"Received: class_weight={option!r}"
             )
         return train.class_weight()

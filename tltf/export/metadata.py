@@ -83,7 +83,7 @@ def write_metadata(
 
     >>> import os, tempfile
     >>> from tltf import build_classifier
-    >>> from tltf.export import export_tflite
+    >>> from tltf.export.tflite import export_tflite
     >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
     >>> _ = export_tflite(model, path, metadata=False, class_names=["0", "1"])
@@ -169,7 +169,7 @@ def read_metadata(model_content: bytes) -> dict | None:
 
     >>> import os, tempfile
     >>> from tltf import build_classifier
-    >>> from tltf.export import export_tflite
+    >>> from tltf.export.tflite import export_tflite
     >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None,
     ...                          class_names=["cat", "dog"])
     >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")

@@ -4,7 +4,7 @@ The exported graph is the inference graph of the model: augmentation dropped, pr
 kept (the file takes raw pixels), a mixed-precision model rebuilt under float32 first, and only
 built-in TFLite ops unless asked otherwise. Files are written atomically: a failed export
 leaves an existing file untouched. `export_best` converts several quantization variants,
-measures each against the Keras model with `tltf.verify.verify_tflite`, and keeps the smallest
+measures each against the Keras model with `tltf.export.verify.verify_tflite`, and keeps the smallest
 within an accuracy-drop budget.
 """
 
@@ -26,7 +26,7 @@ import tensorflow as tf
 from tltf._io import atomic_write
 from tltf._quiet import quiet
 from tltf._warn import warn
-from tltf.verify import VerificationReport, iterate_images, verify_tflite, write_comparison
+from tltf.export.verify import VerificationReport, iterate_images, verify_tflite, write_comparison
 
 __all__ = ["ExportResult", "export_best", "export_saved_model", "export_tflite"]
 
@@ -82,7 +82,7 @@ def export_tflite(
 ) -> ExportResult:
     """Converts a classifier to a `.tflite` file that takes raw pixels, atomically.
 
-    Augmentation is dropped (`tltf.models.inference_model`), preprocessing stays in the graph
+    Augmentation is dropped (`tltf.models.classifier.inference_model`), preprocessing stays in the graph
     (the file takes RGB pixels in [0, 255]), a model trained under a mixed-precision policy is
     rebuilt under float32 with its weights, and only built-in TFLite ops are allowed unless
     `allow_select_tf_ops=True`. The file is written to a temporary name, loaded and run once by
@@ -191,12 +191,12 @@ def export_tflite(
     content = _convert(graph, quantization, io_dtype, representative_data,
                        num_calibration_samples, allow_select_tf_ops)
     if write_metadata:
-        from tltf.metadata import write_metadata as embed
+        from tltf.export.metadata import write_metadata as embed
 
         content = embed(content, names, name=graph.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, content, check=lambda p: _check_runs(p, allow_select_tf_ops))
-    from tltf.metadata import labels_text
+    from tltf.export.metadata import labels_text
 
     atomic_write(labels_path, labels_text(names).encode("utf-8"))
     details = _io_details(path)
@@ -423,7 +423,7 @@ def exportable_model(model: keras.Model) -> keras.Model:
     """Returns the float32 inference graph of `model`: no augmentation, no mixed precision.
 
     A model built or trained under `mixed_float16`/`mixed_bfloat16` is rebuilt under
-    `float32` (`tltf.runtime.rebuild_with_policy`) and its weights copied, so the exported
+    `float32` (`tltf.training.runtime.rebuild_with_policy`) and its weights copied, so the exported
     graph holds no float16/bfloat16 casts. The caller's model is not modified.
 
     Example:
@@ -436,11 +436,11 @@ def exportable_model(model: keras.Model) -> keras.Model:
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: model={type(model).__name__}")
-    from tltf.models import inference_model
+    from tltf.models.classifier import inference_model
 
     graph = inference_model(model)  # the same model if it has no "augmentation" layer
     if any(layer.compute_dtype in ("float16", "bfloat16") for layer in _all_layers(graph)):
-        from tltf.runtime import rebuild_with_policy
+        from tltf.training.runtime import rebuild_with_policy
 
         graph = rebuild_with_policy(graph, "float32")
     return graph
@@ -535,7 +535,7 @@ def _conversion_error(error, quantization, allow_select):
 
 def _check_runs(path: Path, allow_select: bool) -> None:
     """Loads the file in LiteRT and runs it once on a blank image before it replaces anything."""
-    from tltf.verify import _interpreter
+    from tltf.export.verify import _interpreter
 
     try:
         interpreter = _interpreter(path)
@@ -618,7 +618,7 @@ def _resolve_input_dtype(input_dtype, quantization):
 
 
 def _resolve_metadata(metadata) -> bool:
-    from tltf.metadata import metadata_available
+    from tltf.export.metadata import metadata_available
 
     if metadata not in (True, False, "auto"):
         raise ValueError(f"`metadata` must be True, False or 'auto'. Received: metadata={metadata!r}")
@@ -631,16 +631,16 @@ def _resolve_metadata(metadata) -> bool:
         )
         return False
     if metadata:
-        from tltf.metadata import _schema
+        from tltf.export.metadata import _schema
 
         _schema()  # raises ImportError with the fix if mediapipe is missing
     return bool(metadata)
 
 
 def _resolve_class_names(class_names, graph, representative_data, validation_data) -> list[str]:
-    """The names of the model's outputs, by the one rule of `tltf._class_names`."""
-    from tltf._class_names import resolve_class_names
-    from tltf.models import head_or_none
+    """The names of the model's outputs, by the one rule of `tltf.data.class_names`."""
+    from tltf.data.class_names import resolve_class_names
+    from tltf.models.classifier import head_or_none
 
     head = head_or_none(graph)
     head_names = None if head is None else head.class_names
@@ -660,7 +660,7 @@ def _resolve_class_names(class_names, graph, representative_data, validation_dat
 
 
 def _output_key(graph) -> str:
-    from tltf.models import head_or_none
+    from tltf.models.classifier import head_or_none
 
     head = head_or_none(graph)
     return "logits" if head is not None and head.output_type == "logits" else "probabilities"

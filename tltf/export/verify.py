@@ -3,7 +3,7 @@
 A converted model can differ from the Keras one it came from (float16 rounding, int8
 calibration, an op lowered differently). `verify_tflite` measures how much, on the user's own
 labelled images, so that a quantized model that silently loses accuracy is caught before it
-ships. `tltf.export.export_best` uses it to pick the smallest variant within a budget.
+ships. `tltf.export.tflite.export_best` uses it to pick the smallest variant within a budget.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from tltf._backend import check_backend
-from tltf._batches import batches
-from tltf._class_names import resolve_class_names
 from tltf._progress import Progress
+from tltf.data.batches import batches
+from tltf.data.class_names import resolve_class_names
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -178,7 +178,7 @@ def verify_tflite(
 
     >>> import numpy as np, tempfile, os
     >>> from tltf import build_classifier
-    >>> from tltf.export import export_tflite
+    >>> from tltf.export.tflite import export_tflite
     >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
     >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
     >>> _ = export_tflite(model, path, class_names=["cat", "dog"])
@@ -192,7 +192,7 @@ def verify_tflite(
             f"No .tflite file at {path}; export one first with `tltf.export_tflite`. "
             f"Received: path={str(path)!r}"
         )
-    from tltf.models import head_or_none
+    from tltf.models.classifier import head_or_none
 
     head = head_or_none(model)
     interpreter = _interpreter(path, num_threads)
@@ -279,7 +279,7 @@ def iterate_images(data, *, max_samples: int | None = None, batch_size: int = 32
 
     An `ImageDataset` is prepared with `training=False` (no augmentation); `shuffle` applies
     to it only (calibration wants a mix of classes, not the first folder). Stops after
-    `max_samples` images. The forms accepted are those of `tltf._batches.batches` with
+    `max_samples` images. The forms accepted are those of `tltf.data.batches.batches` with
     `labels=False`; `name` is the argument's name in its errors.
     """
     if max_samples is not None and max_samples < 1:

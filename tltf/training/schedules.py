@@ -41,7 +41,7 @@ def scaled_learning_rate(base: float, batch_size: int) -> float:
     Example:
 
     ```python
-    assert tltf.schedules.scaled_learning_rate(1e-3, 128) == 2e-3
+    assert tltf.training.schedules.scaled_learning_rate(1e-3, 128) == 2e-3
     ```
     """
     if not base > 0:
@@ -77,7 +77,7 @@ def warmup_cosine(
     Example:
 
     ```python
-    schedule = tltf.schedules.warmup_cosine(1e-3, 100)
+    schedule = tltf.training.schedules.warmup_cosine(1e-3, 100)
     assert float(schedule(10)) == pytest.approx(1e-3)
     ```
     """
@@ -117,7 +117,7 @@ class DiscriminativeAdam(keras.optimizers.Adam):
     ```python
     layer = keras.layers.Dense(2)
     layer.build((None, 3))
-    opt = tltf.schedules.DiscriminativeAdam({layer.kernel.path: 0.1}, learning_rate=1e-2)
+    opt = tltf.training.schedules.DiscriminativeAdam({layer.kernel.path: 0.1}, learning_rate=1e-2)
     opt.apply([keras.ops.ones((3, 2)), keras.ops.ones((2,))], layer.trainable_weights)
     ```
     """

@@ -224,7 +224,7 @@ def get_backbone(name: str | BackboneSpec) -> BackboneSpec:
     """Looks a backbone up by name or alias (a `BackboneSpec` is returned as it is).
 
     A name starting with `"hub:"` is a TF Hub handle or a local SavedModel directory and
-    is resolved by `tltf.hub.hub_backbone`.
+    is resolved by `tltf.backbones.hub.hub_backbone`.
 
     Args:
         name: str or `BackboneSpec`.
@@ -258,7 +258,7 @@ def get_backbone(name: str | BackboneSpec) -> BackboneSpec:
             raise ValueError(
                 f"No backbone source '{prefix}:' is loaded (loaded: {sorted(_SOURCES) or 'none'}). "
                 f"Use `tltf.get_backbone` or `tltf.build_classifier`, which load the built-in "
-                f"sources, or import the module that registers it (`import tltf.hub` for "
+                f"sources, or import the module that registers it (`import tltf.backbones.hub` for "
                 f"'hub:'). Received: backbone={name!r}")
         return _SOURCES[prefix](rest)
     normalized = key.lower().replace("-", "_")

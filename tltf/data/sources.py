@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tltf.dataset import (
+from tltf.data.dataset import (
     ImageDataset,
     _check_resize,
     _check_split_sizes,
@@ -20,7 +20,7 @@ from tltf.dataset import (
     _stratified_split,
     _validated,
 )
-from tltf.decode import _as_rgb_uint8, resize_image
+from tltf.data.decode import _as_rgb_uint8, resize_image
 
 __all__ = ["load_arrays", "load_csv", "load_tfds"]
 
@@ -56,7 +56,7 @@ def load_csv(
             labels (or `"0"`, `"1"`, ... for int labels).
         strict: bool. Raise on unusable files. Defaults to `False`.
         cache_dir: where the validation cache goes. Defaults to
-            `tltf.decode.default_cache_dir()`.
+            `tltf.data.decode.default_cache_dir()`.
 
     Returns:
         An `ImageDataset`, or `(train, validation)` with `validation_split`.

@@ -23,30 +23,31 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tltf import runtime
-from tltf._batches import batches
 from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import keras_steps_without_retracing_warning, resolve_verbose
-from tltf._train_data import (
-    cached_features,
-    check_args,
-    class_weight_of,
-    num_batches,
-    with_cardinality,
-)
-from tltf.checkpoint import (
+from tltf.data.batches import batches
+from tltf.models import precision
+from tltf.models.classifier import backbone_of, compile_classifier, spec_of
+from tltf.training import distribute, runtime
+from tltf.training.checkpoint import (
     FINAL_WEIGHTS,
     PhaseCheckpoint,
     RunState,
     check_same_model,
     model_identity,
 )
-from tltf.freeze import freeze_backbone, parse_unfreeze
-from tltf.freeze import unfreeze as unfreeze_layers
-from tltf.models import backbone_of, compile_classifier, spec_of
-from tltf.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
+from tltf.training.freeze import freeze_backbone, parse_unfreeze
+from tltf.training.freeze import unfreeze as unfreeze_layers
+from tltf.training.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
+from tltf.training.train_data import (
+    cached_features,
+    check_args,
+    class_weight_of,
+    num_batches,
+    with_cardinality,
+)
 
-# freeze_backbone and unfreeze (from tltf.freeze) are re-exported so that `tltf` imports the
+# freeze_backbone and unfreeze (from tltf.training.freeze) are re-exported so that `tltf` imports the
 # whole training surface from here.
 __all__ = ["FineTuneResult", "fine_tune", "freeze_backbone", "unfreeze"]
 
@@ -133,7 +134,7 @@ def fine_tune(
 
     Args:
         model: keras.Model. A classifier from `tltf.build_classifier`.
-        train: `tltf.data.ImageDataset` (its `prepare` is called with `batch_size` and
+        train: `tltf.data.folder.ImageDataset` (its `prepare` is called with `batch_size` and
             `seed`), a batched `tf.data.Dataset` of `(images, labels)`, or a tuple
             `(images, labels)` of arrays (shuffled with `seed`).
         val: same types as `train`, or None (no early stopping, no best epoch). Defaults to
@@ -172,12 +173,12 @@ def fine_tune(
             checkpoints, deleting them. Without it (and without `resume`) such a directory
             is refused, so a run is never lost by accident. Defaults to `False`.
         mixed_precision: str. `"auto"`, `"float32"`, `"float16"` or `"bfloat16"` (see
-            `tltf.runtime.resolve_mixed_precision`). Defaults to `"auto"`.
-        jit_compile: bool or `"auto"` (see `tltf.runtime.resolve_jit_compile`). Defaults to
+            `tltf.models.precision.resolve_mixed_precision`). Defaults to `"auto"`.
+        jit_compile: bool or `"auto"` (see `tltf.models.precision.resolve_jit_compile`). Defaults to
             `"auto"`.
         strategy: `tf.distribute.Strategy` or None (the current one). Defaults to None.
         seed: int or None. Seeds Python, NumPy, TensorFlow (and the data pipeline); with
-            `tltf.runtime.set_seed(seed)` (op determinism) two runs give the same history on
+            `tltf.training.runtime.set_seed(seed)` (op determinism) two runs give the same history on
             CPU. Defaults to None.
         callbacks: list of Keras callbacks, passed to every `fit` call. Defaults to None.
         tensorboard: bool. Write TensorBoard event files of both phases to
@@ -223,13 +224,13 @@ def fine_tune(
         _check_tensorboard(directory)
     if seed is not None:
         runtime.set_seed(seed, deterministic=False)
-    strategy = runtime.resolve_strategy(strategy)
-    policy = runtime.resolve_mixed_precision(mixed_precision)
+    strategy = distribute.resolve_strategy(strategy)
+    policy = precision.resolve_mixed_precision(mixed_precision)
     work = runtime.match_runtime(
         model, dtype_policy=None if mixed_precision == "auto" and policy == "float32" else policy,
         strategy=strategy)
-    global_batch = runtime.global_batch_size(batch_size, strategy)
-    jit = runtime.resolve_jit_compile(jit_compile, strategy=strategy)
+    global_batch = distribute.global_batch_size(batch_size, strategy)
+    jit = precision.resolve_jit_compile(jit_compile, strategy=strategy)
     has_augmentation = "augmentation" in [layer.name for layer in work.layers]
     if cache_features is True and has_augmentation:
         raise ValueError(
@@ -301,7 +302,7 @@ class _Run:
                          else int(early_stopping) if early_stopping else None)
         self.directory = Path(directory) if directory is not None else None
         self.ckpt_dir = self.log_dir = None
-        self.writes = self.directory is not None and runtime.is_chief(strategy)
+        self.writes = self.directory is not None and distribute.is_chief(strategy)
         self.best_weights = None
         self.nonfinite = None
         state = None
@@ -363,7 +364,7 @@ class _Run:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
         elif self.ckpt_dir is not None:  # a worker that is not the chief: restore, never write
-            cbs.append(runtime._restore_only(PhaseCheckpoint)(
+            cbs.append(distribute._restore_only(PhaseCheckpoint)(
                 self.ckpt_dir, phase, state, skip=lambda: self.nonfinite is not None))
         cbs += self.user_callbacks
         # verbose=2 is the run's own line per epoch (printed by _Monitor), not Keras' two.
@@ -575,7 +576,7 @@ def _lr_multipliers(model, how, factor):
     backbone = backbone_of(model)
     layers = backbone.layers
     spec = spec_of(model)
-    from tltf.backbones import block_start_indices
+    from tltf.backbones.registry import block_start_indices
 
     starts = block_start_indices(spec, backbone) if spec is not None else [0]
     starts = sorted(set([0, *starts]))

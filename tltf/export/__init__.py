@@ -1,0 +1,8 @@
+"""Export: `.tflite` conversion and quantization, the best-file selection, SavedModel,
+verification against Keras, and the metadata MediaPipe reads."""
+
+from tltf.export.tflite import ExportResult, export_best, export_saved_model, export_tflite
+from tltf.export.verify import VerificationReport, verify_tflite
+
+__all__ = ["ExportResult", "VerificationReport", "export_best", "export_saved_model",
+           "export_tflite", "verify_tflite"]

@@ -1,0 +1,5 @@
+"""Tuning: a KerasTuner search over unfreeze depth, learning rates and head settings."""
+
+from tltf.tune.tuner import SearchResult, TransferHyperModel, plot_search, search
+
+__all__ = ["SearchResult", "TransferHyperModel", "plot_search", "search"]
