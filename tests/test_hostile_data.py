@@ -24,7 +24,7 @@ from PIL import Image
 import tltf
 from tltf.cli import main
 from tltf.data import decode, load_arrays, load_image_folder
-from tltf.data.batches import batches
+from tltf.data._batches import batches
 from tltf.data.decode import check_files, list_image_files
 from tltf.evaluation.metrics import _read_files, evaluate, predict
 

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from tltf.data import load_arrays
-from tltf.data.batches import batches
-from tltf.data.class_names import resolve_class_names
+from tltf.data._batches import batches
+from tltf.data._class_names import resolve_class_names
 from tltf.evaluation.metrics import evaluate
 from tltf.models.classifier import head_of, head_or_none
 from tltf.models.heads import ClassificationHead

@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tltf._progress import progress
-from tltf.data.batches import batches
-from tltf.data.class_names import resolve_class_names
+from tltf.data._batches import batches
+from tltf.data._class_names import resolve_class_names
 from tltf.models.heads import TemperatureScaling
 
 __all__ = [

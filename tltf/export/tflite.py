@@ -638,8 +638,8 @@ def _resolve_metadata(metadata) -> bool:
 
 
 def _resolve_class_names(class_names, graph, representative_data, validation_data) -> list[str]:
-    """The names of the model's outputs, by the one rule of `tltf.data.class_names`."""
-    from tltf.data.class_names import resolve_class_names
+    """The names of the model's outputs, by the one rule of `tltf.data._class_names`."""
+    from tltf.data._class_names import resolve_class_names
     from tltf.models.classifier import head_or_none
 
     head = head_or_none(graph)

@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from tltf._backend import check_backend
 from tltf._progress import Progress
-from tltf.data.batches import batches
-from tltf.data.class_names import resolve_class_names
+from tltf.data._batches import batches
+from tltf.data._class_names import resolve_class_names
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -279,7 +279,7 @@ def iterate_images(data, *, max_samples: int | None = None, batch_size: int = 32
 
     An `ImageDataset` is prepared with `training=False` (no augmentation); `shuffle` applies
     to it only (calibration wants a mix of classes, not the first folder). Stops after
-    `max_samples` images. The forms accepted are those of `tltf.data.batches.batches` with
+    `max_samples` images. The forms accepted are those of `tltf.data._batches.batches` with
     `labels=False`; `name` is the argument's name in its errors.
     """
     if max_samples is not None and max_samples < 1:

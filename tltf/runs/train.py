@@ -134,7 +134,7 @@ def _check_arguments(config: dict) -> None:
     """Every argument that can be checked without data, before anything is read or written."""
     import inspect
 
-    from tltf.training.train_data import check_args
+    from tltf.training._train_data import check_args
     from tltf.training.freeze import parse_unfreeze
     from tltf.training.recipe import fine_tune
 

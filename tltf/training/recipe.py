@@ -25,10 +25,17 @@ import tensorflow as tf
 
 from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import keras_steps_without_retracing_warning, resolve_verbose
-from tltf.data.batches import batches
+from tltf.data._batches import batches
 from tltf.models import precision
 from tltf.models.classifier import backbone_of, compile_classifier, spec_of
 from tltf.training import distribute, runtime
+from tltf.training._train_data import (
+    cached_features,
+    check_args,
+    class_weight_of,
+    num_batches,
+    with_cardinality,
+)
 from tltf.training.checkpoint import (
     FINAL_WEIGHTS,
     PhaseCheckpoint,
@@ -39,13 +46,6 @@ from tltf.training.checkpoint import (
 from tltf.training.freeze import freeze_backbone, parse_unfreeze
 from tltf.training.freeze import unfreeze as unfreeze_layers
 from tltf.training.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
-from tltf.training.train_data import (
-    cached_features,
-    check_args,
-    class_weight_of,
-    num_batches,
-    with_cardinality,
-)
 
 # freeze_backbone and unfreeze (from tltf.training.freeze) are re-exported so that `tltf` imports the
 # whole training surface from here.

@@ -570,8 +570,8 @@ def search(
 
 
 def _as_batches(data, training, batch_size, seed, num_classes, arg):
-    """`tltf.data.batches.batches` for every trial; an `ImageDataset` is cached in memory once."""
-    from tltf.data.batches import batches
+    """`tltf.data._batches.batches` for every trial; an `ImageDataset` is cached in memory once."""
+    from tltf.data._batches import batches
 
     if hasattr(data, "prepare") and hasattr(data, "num_classes"):
         num_classes = data.num_classes

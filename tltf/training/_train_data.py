@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltf.data.batches import batches, check_labels
+from tltf.data._batches import batches, check_labels
 from tltf.models.classifier import head_of
 
 
