@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tltf.cli import load_config, main
+from tltf.cli import main
+from tltf.runs.config import load_config
 
 # A tiny, untrained-weights model keeps every command to seconds of compute.
 _TINY = ["--backbone", "mobilenet_v2_035", "--weights", "none", "--image-size", "32"]

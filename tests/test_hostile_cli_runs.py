@@ -169,10 +169,10 @@ def test_resume_with_the_class_order_changed_is_refused(photos, tmp_path):
 
 
 def test_a_class_named_like_a_split_keeps_the_validation_split(tmp_path):
-    from tltf.cli import _is_split_folder
+    from tltf.runs.config import is_split_folder
 
     plain = photo_folder(tmp_path / "plain", classes=("test", "train"))
-    assert not _is_split_folder(plain)  # classes called test and train: no split folders
+    assert not is_split_folder(plain)  # classes called test and train: no split folders
     from tltf import load_image_folder
 
     train, val = load_image_folder(plain, image_size=8, validation_split=0.5, seed=0,
@@ -181,4 +181,4 @@ def test_a_class_named_like_a_split_keeps_the_validation_split(tmp_path):
     split = tmp_path / "split"
     photo_folder(split / "train")
     photo_folder(split / "validation")
-    assert _is_split_folder(split)
+    assert is_split_folder(split)

@@ -20,7 +20,8 @@ from PIL import Image
 
 import tltf
 from tltf.backbones.hub import HubLayer
-from tltf.cli import load_config, main
+from tltf.cli import main
+from tltf.runs.config import load_config
 from tltf.training.runtime import rebuild_with_policy
 
 KNOWN = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/4"

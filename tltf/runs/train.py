@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tltf._io import atomic_path, atomic_write
+from tltf.runs.config import load_data
 from tltf.runs.folder import RunFolder
 
 __all__ = ["train_run"]
@@ -40,7 +41,7 @@ def train_run(
 
     Args:
         directory: str or path. The run folder.
-        config: dict of section name to dict of arguments (see `tltf.cli.load_config`).
+        config: dict of section name to dict of arguments (see `tltf.runs.config.load_config`).
         resume: bool. Continue the run in `directory`, doing only what is missing.
             Defaults to `False`.
         overwrite: bool. Replace the run in `directory`. Defaults to `False`.
@@ -83,16 +84,18 @@ def train_run(
               ("data", "model", "train", "export")}
     _check_arguments(config)
     if config["train"].get("tensorboard"):
-        from tltf.training.recipe import _check_tensorboard
+        from tltf.training._train_data import check_tensorboard
 
-        _check_tensorboard(directory)  # before the run folder is touched
+        check_tensorboard(directory)  # before the run folder is touched
     with RunFolder.open(directory, resume=resume, overwrite=overwrite) as run:
         if resume:
             run.check_matches(_config_identity(config))
         if resume and run.state == "finished":
             say(f"run {run.path} is finished; nothing to do (its model is left as it is)")
             return run
-        train, val, test = _load_data(config["data"], say, verbose)
+        data = config["data"]
+        say(f"loading data from {data['path'] if 'path' in data else 'tfds:' + data['name']}")
+        train, val, test = load_data(data, say=say, verbose=verbose)
         if calibrate and val is None:
             raise ValueError("--calibrate fits a temperature on validation data, but there is "
                              "none; set a validation split. Received: validation=None")
@@ -146,11 +149,11 @@ def _check_arguments(config: dict) -> None:
         raise FileNotFoundError(f"Data folder not found: {data['path']}. Give a folder with one "
                                 f"subfolder per class. Received: data={str(data['path'])!r}")
     if "image_size" in data:
-        from tltf.data.dataset import _image_size
+        from tltf.data.decode import _image_size
 
         _image_size(data["image_size"])
     if "quantization" in export:
-        from tltf.export.tflite import _check_quantization
+        from tltf.export._conversion import _check_quantization
 
         modes = export["quantization"]
         for mode in [modes] if isinstance(modes, str) else list(modes):
@@ -182,25 +185,6 @@ def _config_identity(config: dict) -> dict:
             "image_size": model.get("image_size", config["data"].get("image_size"))}
 
 
-def _load_data(data_args: dict, say, verbose=0):
-    """(train, val or None, test or None) from a folder or a TFDS name."""
-    import tltf
-
-    data_args = dict(data_args)
-    say(f"loading data from {data_args.get('path') or 'tfds:' + data_args['name']}")
-    if "name" in data_args:
-        data_args.setdefault("split", ["train[:80%]", "train[80%:]"])
-        loaded = tltf.load_tfds(**data_args)
-    else:
-        loaded = tltf.load_image_folder(**{"verbose": verbose, **data_args})
-    parts = list(loaded) if isinstance(loaded, tuple) else [loaded]
-    train, val, test = parts[0], (parts[1] if len(parts) > 1 else None), \
-        (parts[2] if len(parts) > 2 else None)
-    say(f"{len(train)} training images in {train.num_classes} classes {train.class_names}"
-        + (f", {len(val)} validation images" if val is not None else ""))
-    return train, val, test
-
-
 def _build_model(config, train):
     import tltf
 
@@ -215,7 +199,7 @@ def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose
     """The run's trained model: loaded when a resumed run already saved it, else trained."""
     model_path = run.path / "model.keras"
     if run.done("trained"):
-        from tltf.models.classifier import load_model
+        from tltf.models.loading import load_model
 
         # Safe mode, trusting only the hub backbone the run's config names (which training
         # the run built and ran anyway): a Lambda or any other handle is still refused.
@@ -229,7 +213,7 @@ def _trained_model(run: RunFolder, config, model, train, val, calibrate, verbose
                        verbose=verbose, **config["train"])
     model = result.model
     if calibrate:
-        from tltf.evaluation.metrics import calibrate as fit_temperature
+        from tltf.evaluation.calibration import calibrate as fit_temperature
 
         calibration = fit_temperature(model, val, batch_size=config["train"].get("batch_size", 32),
                                       verbose=verbose)

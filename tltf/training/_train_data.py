@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tltf.data._batches import batches, check_labels
-from tltf.models.classifier import head_of
+from tltf.models.parts import head_of
 
 
 def num_batches(ds) -> int:
@@ -147,3 +147,18 @@ def check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_
         raise ValueError(
             "`resume=True` needs the `directory` of the run to continue. "
             f"Received: directory={directory!r}")
+
+
+def check_tensorboard(directory) -> None:
+    if directory is None:
+        raise ValueError(
+            "`tensorboard=True` writes event files into the run folder, so it needs "
+            "`directory`. Pass directory=... or tensorboard=False. Received: directory=None"
+        )
+    try:
+        import tensorboard  # noqa: F401  (Keras' callback writes; this package reads them)
+    except ImportError:
+        raise ImportError(
+            "`tensorboard=True` needs the tensorboard package, which TensorFlow no longer "
+            'installs. Install it with: pip install "tltf[tensorboard]"'
+        ) from None

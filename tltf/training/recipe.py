@@ -15,47 +15,34 @@ a run that was killed, with the optimizer state it had.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from tltf._io import atomic_write, load_arrays, save_arrays
-from tltf._progress import keras_steps_without_retracing_warning, resolve_verbose
+from tltf._progress import resolve_verbose
 from tltf.data._batches import batches
 from tltf.models import precision
-from tltf.models.classifier import backbone_of, compile_classifier, spec_of
+from tltf.models.classifier import compile_classifier
+from tltf.models.parts import backbone_of, spec_of
 from tltf.training import distribute, runtime
+from tltf.training._phases import PhaseRun
 from tltf.training._train_data import (
     cached_features,
     check_args,
+    check_tensorboard,
     class_weight_of,
-    num_batches,
     with_cardinality,
-)
-from tltf.training.checkpoint import (
-    FINAL_WEIGHTS,
-    PhaseCheckpoint,
-    RunState,
-    check_same_model,
-    model_identity,
 )
 from tltf.training.freeze import freeze_backbone, parse_unfreeze
 from tltf.training.freeze import unfreeze as unfreeze_layers
-from tltf.training.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
+from tltf.training.schedules import scaled_learning_rate
 
-# freeze_backbone and unfreeze (from tltf.training.freeze) are re-exported so that `tltf` imports the
-# whole training surface from here.
-__all__ = ["FineTuneResult", "fine_tune", "freeze_backbone", "unfreeze"]
-
-unfreeze = unfreeze_layers
+__all__ = ["FineTuneResult", "fine_tune"]
 
 HEAD_BASE_LR = 1e-3
 FINETUNE_BASE_LR = 1e-4
-DEFAULT_PATIENCE = 3
 
 
 @dataclass
@@ -221,7 +208,7 @@ def fine_tune(
     parse_unfreeze(unfreeze)
     verbose = resolve_verbose(verbose)
     if tensorboard:
-        _check_tensorboard(directory)
+        check_tensorboard(directory)
     if seed is not None:
         runtime.set_seed(seed, deterministic=False)
     strategy = distribute.resolve_strategy(strategy)
@@ -249,7 +236,7 @@ def fine_tune(
     # "input ran out of data" warning it gives for a dataset of unknown size.
     train_ds = with_cardinality(train_ds)
     val_ds = None if val_ds is None else with_cardinality(val_ds)
-    run = _Run(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping,
+    run = PhaseRun(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping,
                tensorboard)
     if run.state.finished and not (run.remaining(1, head_epochs)
                                    or run.remaining(2, finetune_epochs)):
@@ -259,7 +246,7 @@ def fine_tune(
             model.set_weights(work.get_weights())
         if getattr(model, "optimizer", None) is None:  # compiled, as fine_tune leaves a model
             compile_classifier(model, label_smoothing=label_smoothing)
-        return run.result(model, cached)
+        return _result(run, model, cached)
     fit_kwargs = dict(class_weight=class_weight, jit=jit, label_smoothing=label_smoothing)
 
     if run.remaining(1, head_epochs):
@@ -283,282 +270,15 @@ def fine_tune(
     run.finish()
     if work is not model:
         model.set_weights(work.get_weights())
-    return run.result(model, cached)
+    return _result(run, model, cached)
 
 
-# ----------------------------------------------------------------------------------------------
-# The run: phases, bookkeeping, callbacks.
-
-
-class _Run:
-    def __init__(self, model, directory, resume, overwrite, strategy, verbose, callbacks,
-                 early_stopping, tensorboard=False):
-        self.model = model
-        self.strategy = strategy
-        self.verbose = verbose
-        self.tensorboard = tensorboard
-        self.user_callbacks = list(callbacks or [])
-        self.patience = (DEFAULT_PATIENCE if early_stopping is True
-                         else int(early_stopping) if early_stopping else None)
-        self.directory = Path(directory) if directory is not None else None
-        self.ckpt_dir = self.log_dir = None
-        self.writes = self.directory is not None and distribute.is_chief(strategy)
-        self.best_weights = None
-        self.nonfinite = None
-        state = None
-        if self.directory is not None:
-            self.ckpt_dir = self.directory / "checkpoints"
-            self.log_dir = self.directory / "logs"
-            if resume:
-                state = RunState.load(self.ckpt_dir)
-                if state is None:
-                    raise ValueError(
-                        f"`resume=True` but there is no checkpoint in {self.ckpt_dir} "
-                        "(no state.json). Run once without resume, or point `directory` at a "
-                        f"previous run. Received: directory={str(directory)!r}"
-                    )
-                check_same_model(state.model, model_identity(model), self.directory)
-            elif not overwrite and RunState.exists(self.ckpt_dir):
-                raise FileExistsError(
-                    f"{self.directory} holds the checkpoints of an earlier run; a new run would "
-                    "delete them. Pass resume=True to continue it, overwrite=True to start "
-                    f"over, or another directory. Received: directory={str(directory)!r}"
-                )
-            if self.writes:
-                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                if not resume:  # a fresh run: a stale state must never be resumed later
-                    for name in ("state.json", "best.npz", "phase1.npz", FINAL_WEIGHTS):
-                        (self.ckpt_dir / name).unlink(missing_ok=True)
-                    (self.log_dir / "train.log").unlink(missing_ok=True)  # a new run's log
-        self.state = state or RunState(model=model_identity(model))
-        if state is not None and state.best_epoch is not None and (self.ckpt_dir / "best.npz").exists():
-            self.best_weights = load_arrays(self.ckpt_dir / "best.npz")
-
-    def remaining(self, phase: int, epochs: int) -> bool:
-        state = self.state
-        if state.phase_done[str(phase)] or epochs == 0:
-            return False
-        return state.epochs_done[str(phase)] < epochs
-
-    def fit_phase(self, phase, train_model, train_ds, val_ds, epochs, lr, multipliers, *,
-                  class_weight, jit, label_smoothing, first_epoch_extra=0.0):
-        state = self.state
-        if state.phase != phase:
-            state.phase, state.weights_file, state.wait = phase, None, 0
-        steps = num_batches(train_ds)
-        schedule = warmup_cosine(lr, steps * epochs)
-        with self.strategy.scope():
-            if multipliers:
-                optimizer = DiscriminativeAdam(multipliers, learning_rate=schedule)
-            else:
-                optimizer = keras.optimizers.Adam(learning_rate=schedule)
-            compile_classifier(train_model, optimizer, label_smoothing=label_smoothing,
-                               jit_compile=jit)
-        monitor = _Monitor(self, phase, epochs, first_epoch_extra)
-        cbs = [monitor]
-        if self.tensorboard and self.writes:
-            cbs.append(keras.callbacks.TensorBoard(
-                log_dir=str(self.directory / "tensorboard" / f"phase{phase}"), write_graph=False))
-        if self.writes:
-            cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
-                                       skip=lambda: self.nonfinite is not None))
-        elif self.ckpt_dir is not None:  # a worker that is not the chief: restore, never write
-            cbs.append(distribute._restore_only(PhaseCheckpoint)(
-                self.ckpt_dir, phase, state, skip=lambda: self.nonfinite is not None))
-        cbs += self.user_callbacks
-        # verbose=2 is the run's own line per epoch (printed by _Monitor), not Keras' two.
-        with keras_steps_without_retracing_warning():
-            train_model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                            initial_epoch=state.epochs_done[str(phase)],
-                            class_weight=class_weight, callbacks=cbs,
-                            verbose=1 if self.verbose == 1 else 0, shuffle=False)
-        if self.nonfinite is not None:
-            if self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
-            epoch, batch, name, value = self.nonfinite
-            where = f" The last good checkpoint is in {self.ckpt_dir}." if self.ckpt_dir else ""
-            raise FloatingPointError(
-                f"Training stopped: `{name}` became {value} in phase {phase}, epoch {epoch + 1}, "
-                f"batch {batch}. The model now holds the best weights so far.{where} Lower the "
-                f"learning rate (phase {phase}: peak {lr:.3g}) or check the data for bad "
-                f"values. Received: {name}={value}"
-            )
-
-    def end_phase(self, phase: int) -> None:
-        state = self.state
-        if state.phase_done[str(phase)]:
-            if phase == 2 and self.best_weights is not None:
-                # Phase 2 was finished by an earlier process (a run from before `final.npz`):
-                # the model gets the run's best weights, never the untrained ones it started with.
-                self.model.set_weights(self.best_weights)
-            if phase == 1 and not state.phase_done["2"] and self.ckpt_dir is not None:
-                path = self.ckpt_dir / "phase1.npz"
-                if path.exists() and state.epochs_done["2"] == 0:
-                    self.model.set_weights(load_arrays(path))
-            return
-        if state.epochs_done[str(phase)] == 0:  # skipped: a resumed run may still do it
-            return
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-        state.phase_done[str(phase)] = True
-        if self.writes:
-            if phase == 1:
-                save_arrays(self.ckpt_dir / "phase1.npz", self.model.get_weights())
-            state.save(self.ckpt_dir)
-
-    def finish(self) -> None:
-        """Records the weights the model ends with, so that resuming a finished run keeps them."""
-        state = self.state
-        state.finished = True
-        if self.writes:
-            save_arrays(self.ckpt_dir / FINAL_WEIGHTS, self.model.get_weights())
-            state.save(self.ckpt_dir)
-
-    def restore_final(self) -> None:
-        path = self.ckpt_dir / FINAL_WEIGHTS
-        if not path.is_file():
-            raise ValueError(
-                f"The run in {self.directory} is marked finished but {path} is missing, so its "
-                "final weights cannot be restored. Load the model saved by that run instead. "
-                f"Received: directory={str(self.directory)!r}"
-            )
-        self.model.set_weights(load_arrays(path))
-
-    def result(self, model, cached) -> FineTuneResult:
-        rows = self.state.rows
-        keys: list[str] = []
-        for row in rows:
-            keys += [k for k in row if k not in keys]
-        history = {k: [row.get(k, float("nan")) for row in rows] for k in keys}
-        best = self.state.best_epoch
-        metrics = dict(self.state.best_metrics)
-        if best is None and rows:
-            best, metrics = None, dict(rows[-1])
-        return FineTuneResult(model=model, history=history, best_epoch=best,
-                              best_metrics=metrics, monitor=self.state.monitor,
-                              directory=self.directory, checkpoint_dir=self.ckpt_dir,
-                              log_dir=self.log_dir, cached_features=cached)
-
-    def write_log(self):
-        if not self.writes:
-            return
-        rows = self.state.rows
-        keys: list[str] = []
-        for row in rows:
-            keys += [k for k in row if k not in keys]
-        lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in rows]
-        atomic_write(self.log_dir / "history.csv", "\n".join(lines) + "\n")
-
-    def log_epoch(self, line: str) -> None:
-        """Appends one epoch's line to `logs/train.log` (and prints it in line mode)."""
-        if self.verbose == 2:
-            print(line, flush=True)
-        if self.writes:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            with open(self.log_dir / "train.log", "a", encoding="utf-8") as log:
-                log.write(f"{stamp} {line}\n")
-
-
-class _Monitor(keras.callbacks.Callback):
-    """Per epoch: stop on a non-finite loss, record the merged history, track the best epoch,
-    write the epoch's line."""
-
-    def __init__(self, run: _Run, phase: int, epochs: int, first_epoch_extra: float):
-        super().__init__()
-        self.run, self.phase, self.epochs, self.extra = run, phase, epochs, first_epoch_extra
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_now, self.t0 = epoch, time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        value = (logs or {}).get("loss")
-        if value is not None and not math.isfinite(float(value)):
-            self.run.nonfinite = (self.epoch_now, batch, "loss", float(value))
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        run, state = self.run, self.run.state
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        bad = [k for k in ("loss", "val_loss") if k in logs and not math.isfinite(logs[k])]
-        if run.nonfinite is None and bad:
-            run.nonfinite = (epoch, "end", bad[0], logs[bad[0]])
-        if run.nonfinite is not None:
-            self.model.stop_training = True
-            return
-        seconds = time.perf_counter() - self.t0
-        if self.extra:
-            seconds, self.extra = seconds + self.extra, 0.0
-        row = {"epoch": len(state.rows), "phase": self.phase, "phase_epoch": epoch, **logs,
-               "learning_rate": _current_lr(self.model), "time": seconds}
-        logs.pop("learning_rate", None)
-        state.rows.append(row)
-        state.epochs_done[str(self.phase)] = epoch + 1
-        self._track_best(row, logs)
-        run.write_log()
-        run.log_epoch(_epoch_line(row, self.epochs))
-
-    def _track_best(self, row, logs):
-        run, state = self.run, self.run.state
-        if state.monitor is None:
-            state.monitor, state.mode = _pick_monitor(logs)
-        value = logs.get(state.monitor) if state.monitor else None
-        if value is None:
-            return
-        better = state.best_value is None or (
-            value > state.best_value if state.mode == "max" else value < state.best_value)
-        if better:
-            state.best_value, state.best_epoch, state.wait = value, row["epoch"], 0
-            state.best_metrics = dict(row)
-            run.best_weights = run.model.get_weights()
-            if run.writes:
-                save_arrays(run.ckpt_dir / "best.npz", run.best_weights)
-        else:
-            state.wait += 1
-            if run.patience is not None and state.wait >= run.patience:
-                self.model.stop_training = True
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    """`phase 1 epoch 2/5 - loss 0.4123 - accuracy 0.8750 - val_loss ... - lr 9.05e-04 - 3.1s`."""
-    parts = [f"phase {row['phase']} epoch {row['phase_epoch'] + 1}/{epochs}"]
-    skip = {"epoch", "phase", "phase_epoch", "learning_rate", "time"}
-    parts += [f"{key} {value:.4f}" for key, value in row.items() if key not in skip]
-    parts += [f"lr {row['learning_rate']:.3g}", f"{row['time']:.1f}s"]
-    return " - ".join(parts)
-
-
-def _check_tensorboard(directory) -> None:
-    if directory is None:
-        raise ValueError(
-            "`tensorboard=True` writes event files into the run folder, so it needs "
-            "`directory`. Pass directory=... or tensorboard=False. Received: directory=None"
-        )
-    try:
-        import tensorboard  # noqa: F401  (Keras' callback writes; this package reads them)
-    except ImportError:
-        raise ImportError(
-            "`tensorboard=True` needs the tensorboard package, which TensorFlow no longer "
-            'installs. Install it with: pip install "tltf[tensorboard]"'
-        ) from None
-
-
-def _pick_monitor(logs: dict) -> tuple[str | None, str]:
-    if "val_accuracy" in logs:
-        return "val_accuracy", "max"
-    for key in logs:
-        if key.startswith("val_") and key != "val_loss":
-            return key, "min" if "loss" in key or "error" in key else "max"
-    if "val_loss" in logs:
-        return "val_loss", "min"
-    return None, "max"
-
-
-def _current_lr(model) -> float:
-    try:
-        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-    except (AttributeError, TypeError, ValueError):
-        return float("nan")
+def _result(run: PhaseRun, model: keras.Model, cached: bool) -> FineTuneResult:
+    best_epoch, best_metrics = run.best()
+    return FineTuneResult(model=model, history=run.history(), best_epoch=best_epoch,
+                          best_metrics=best_metrics, monitor=run.state.monitor,
+                          directory=run.directory, checkpoint_dir=run.ckpt_dir,
+                          log_dir=run.log_dir, cached_features=cached)
 
 
 # ----------------------------------------------------------------------------------------------
