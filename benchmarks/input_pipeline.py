@@ -71,7 +71,8 @@ def training_rate(trainable: bool, steps: int = 12) -> float:
     import tensorflow as tf
 
     try:
-        from tltf.models.classifier import backbone_of, build_classifier, compile_classifier
+        from tltf.models.classifier import build_classifier, compile_classifier
+        from tltf.models.parts import backbone_of
 
         model = build_classifier("mobilenet_v2", 2, image_size=SIZE, weights=None)
         backbone_of(model).trainable = trainable

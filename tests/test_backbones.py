@@ -11,7 +11,9 @@ from tltf.backbones.registry import (
     list_backbones,
     register_backbone,
 )
-from tltf.models.classifier import Preprocessing, backbone_of, build_classifier
+from tltf.models.classifier import build_classifier
+from tltf.models.parts import backbone_of
+from tltf.models.preprocessing import Preprocessing
 
 BIG = {"convnext_large", "convnext_xlarge", "efficientnet_b5", "efficientnet_b6",
        "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m", "nasnet_large",

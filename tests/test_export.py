@@ -18,13 +18,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tltf.data import load_arrays
 from tltf.export.metadata import read_metadata
-from tltf.export.tflite import (
-    ExportResult,
-    export_best,
-    export_saved_model,
-    export_tflite,
-    exportable_model,
-)
+from tltf.export.saved_model import export_saved_model, exportable_model
+from tltf.export.selection import export_best
+from tltf.export.tflite import ExportResult, export_tflite
 from tltf.export.verify import verify_tflite
 from tltf.models.classifier import build_classifier, compile_classifier
 from tltf.models.precision import dtype_policy_scope
@@ -307,12 +303,12 @@ def test_failure_after_conversion_leaves_existing_file(model, tmp_path, monkeypa
     path = tmp_path / "m.tflite"
     export_tflite(model, path)
     before = path.read_bytes()
-    import tltf.export.tflite
+    import tltf.export._conversion
 
     def broken(*args, **kwargs):
         return b"not a flatbuffer"
 
-    monkeypatch.setattr(tltf.export.tflite, "_convert", broken)
+    monkeypatch.setattr(tltf.export._conversion, "_convert", broken)
     with pytest.raises((RuntimeError, ValueError)):  # LiteRT refuses to load the file
         export_tflite(model, path, metadata=False, overwrite=True)
     assert path.read_bytes() == before
@@ -338,11 +334,11 @@ def test_export_best_keeps_smallest_within_budget(model, calibration, validation
 
 
 def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, monkeypatch):
-    import tltf.export.tflite
+    import tltf.export.selection
 
     path = tmp_path / "m.tflite"
     path.write_bytes(b"previous good file")
-    real = tltf.export.tflite.verify_tflite
+    real = tltf.export.selection.verify_tflite
 
     def pessimistic(*args, **kwargs):
         report = real(*args, **kwargs)
@@ -350,7 +346,7 @@ def test_verify_true_refuses_a_variant_over_budget(model, validation, tmp_path, 
         report.accuracy_drop = 0.2
         return report
 
-    monkeypatch.setattr(tltf.export.tflite, "verify_tflite", pessimistic)
+    monkeypatch.setattr(tltf.export.selection, "verify_tflite", pessimistic)
     with pytest.raises(ValueError, match="No variant stays within max_accuracy_drop"):
         export_tflite(model, path, verify=True, validation_data=validation,
                       overwrite=True)

@@ -4,7 +4,8 @@ import keras
 import pytest
 
 from tltf.backbones.registry import block_start_indices, get_backbone
-from tltf.models.classifier import backbone_of, build_classifier, head_of
+from tltf.models.classifier import build_classifier
+from tltf.models.parts import backbone_of, head_of
 from tltf.training.freeze import freeze_backbone, parse_unfreeze, unfreeze
 
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tltf
 from tltf.backbones.hub import HubLayer, hub_backbone
-from tltf.models.classifier import backbone_of
+from tltf.models.parts import backbone_of
 from tltf.training.freeze import unfreeze
 
 TF1_HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_035_128/feature_vector/2"

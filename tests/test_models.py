@@ -7,13 +7,8 @@ import numpy as np
 import pytest
 
 from tltf import build_classifier, compile_classifier
-from tltf.models.classifier import (
-    SparseCategoricalCrossentropy,
-    backbone_of,
-    head_of,
-    inference_model,
-    spec_of,
-)
+from tltf.models.losses import SparseCategoricalCrossentropy
+from tltf.models.parts import backbone_of, head_of, inference_model, spec_of
 
 
 def _pixels(n=4, size=32, seed=0):

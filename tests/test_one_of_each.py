@@ -9,8 +9,8 @@ from tltf.data import load_arrays
 from tltf.data._batches import batches
 from tltf.data._class_names import resolve_class_names
 from tltf.evaluation.metrics import evaluate
-from tltf.models.classifier import head_of, head_or_none
 from tltf.models.heads import ClassificationHead
+from tltf.models.parts import head_of, head_or_none
 
 X = np.random.default_rng(0).uniform(0, 255, (6, 4, 4, 3)).astype("float32")
 Y = np.array([0, 1, 2, 0, 1, 2])
@@ -180,7 +180,7 @@ def test_relabelling_checks_the_range_first():
 
 
 def test_calibration_images_from_other_folders_do_not_decide_the_names():
-    from tltf.export.tflite import _resolve_class_names
+    from tltf.export._conversion import _resolve_class_names
 
     class Calibration:  # e.g. one folder of unlabelled photos
         class_names = ["images"]

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tltf import build_classifier
 from tltf.models import precision
-from tltf.models.classifier import backbone_of, head_of
+from tltf.models.parts import backbone_of, head_of
 from tltf.training import distribute, runtime
 
 WORKER = Path(__file__).with_name("_worker.py")

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from _train_tiny import tiny_arrays, tiny_data, tiny_model
 
-from tltf.models.classifier import backbone_of, head_of
+from tltf.models.parts import backbone_of, head_of
 from tltf.training.recipe import FineTuneResult, fine_tune
 from tltf.training.schedules import DiscriminativeAdam, scaled_learning_rate, warmup_cosine
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tltf import build_classifier, export_tflite, fine_tune, load_model, unfreeze
 from tltf.backbones.registry import BackboneSpec, list_backbones
-from tltf.models.classifier import backbone_of, spec_of
+from tltf.models.parts import backbone_of, spec_of
 
 
 def _constructor(input_shape, weights=None, pooling="avg"):

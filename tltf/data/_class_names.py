@@ -113,7 +113,7 @@ def resolve_class_names(num_classes: int, *, given: Sequence[str] | None = None,
         raise ValueError(
             f"The model was trained on classes {head!r} but {where} names classes {labels!r}; "
             "use data with the same classes (or leave `class_names` unset; to rename the "
-            "model's classes, set `tltf.models.classifier.head_of(model).class_names`). "
+            "model's classes, set `tltf.models.parts.head_of(model).class_names`). "
             f"Received: {'class_names' if source == 'class_names' else 'data.class_names'}"
             f"={labels!r}")
     # Same classes in another order: each label is re-mapped onto the head's output.

@@ -7,7 +7,7 @@ The same policy runs in one of two places:
   CutMix, which need the labels;
 - inside the model (`build_classifier(..., augment=...)` places `augmentation_layer(...)`
   after the input), where it runs on the GPU. Keras preprocessing layers do nothing when
-  called with `training=False`, and `tltf.models.classifier.inference_model` drops the layer before
+  called with `training=False`, and `tltf.models.parts.inference_model` drops the layer before
   export, so augmentation never reaches inference.
 
 `default_placement()` says which is faster where the code runs. Images are float32 pixels in

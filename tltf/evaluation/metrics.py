@@ -284,7 +284,7 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
 
     Args:
         model: keras.Model. A classifier taking raw pixels and returning class
-            probabilities or logits (as recorded by its head, see `tltf.models.classifier.head_of`).
+            probabilities or logits (as recorded by its head, see `tltf.models.parts.head_of`).
         data: a `tltf.data.folder.ImageDataset` (read in order, without shuffling), a batched
             `tf.data.Dataset` of `(images, labels)`, a tuple `(images, labels)` of arrays,
             or a generator (or a function returning one) of `(images, labels)` batches.
@@ -547,7 +547,7 @@ def predict(model: keras.Model, images_or_paths, *, top_k: int = 1,
 
 def _head_config(model) -> dict:
     """The head's config (`output`, `multi_label`, `class_names`), or {} for other models."""
-    from tltf.models.classifier import head_or_none
+    from tltf.models.parts import head_or_none
 
     head = head_or_none(model)
     return {} if head is None else head.get_config()
@@ -555,7 +555,7 @@ def _head_config(model) -> dict:
 
 def _inference_model(model):
     try:
-        from tltf.models.classifier import inference_model
+        from tltf.models.parts import inference_model
 
         return inference_model(model)
     except ValueError:  # not built by tltf: nothing to drop

@@ -3,7 +3,7 @@
 A converted model can differ from the Keras one it came from (float16 rounding, int8
 calibration, an op lowered differently). `verify_tflite` measures how much, on the user's own
 labelled images, so that a quantized model that silently loses accuracy is caught before it
-ships. `tltf.export.tflite.export_best` uses it to pick the smallest variant within a budget.
+ships. `tltf.export.selection.export_best` uses it to pick the smallest variant within a budget.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def verify_tflite(
             f"No .tflite file at {path}; export one first with `tltf.export_tflite`. "
             f"Received: path={str(path)!r}"
         )
-    from tltf.models.classifier import head_or_none
+    from tltf.models.parts import head_or_none
 
     head = head_or_none(model)
     interpreter = _interpreter(path, num_threads)

@@ -1,162 +1,34 @@
-"""`build_classifier`: raw pixels -> [augment] -> preprocess -> backbone -> head.
+"""`build_classifier` and `compile_classifier`: a model on a backbone, and the loss it needs.
 
-The model takes raw pixels in [0, 255] and does its own preprocessing, so training,
-evaluation, the saved `.keras` file and the exported `.tflite` all agree. The backbone is
-called with `training=False`; tltf's freezing code keeps its BatchNormalization layers
-non-trainable so they stay in inference mode even when `fit` passes `training=True`.
+The model takes raw pixels in [0, 255] and does its own preprocessing
+(`tltf.models.preprocessing.Preprocessing`), so training, evaluation, the saved `.keras` file
+and the exported `.tflite` all agree. The backbone is called with `training=False`; tltf's
+freezing code keeps its BatchNormalization layers non-trainable so they stay in inference mode
+even when `fit` passes `training=True`. `compile_classifier` picks the loss and metrics the
+head and the labels call for.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import keras
-import numpy as np
 
-import tltf.backbones.hub  # noqa: F401  (registers the hub: source and the well-known hub specs)
 from tltf import _compat
-from tltf.backbones.registry import BackboneSpec, get_backbone, spec_data, spec_from_data
-from tltf.data.dataset import _image_size
+from tltf.backbones.registry import BackboneSpec, get_backbone, spec_data
+from tltf.data.decode import _image_size
 from tltf.models.heads import ClassificationHead
+from tltf.models.losses import SparseCategoricalCrossentropy
+from tltf.models.parts import head_of
 from tltf.models.precision import dtype_policy_scope, resolve_jit_compile
+from tltf.models.preprocessing import Preprocessing
 
-__all__ = [
-    "Preprocessing",
-    "SparseCategoricalCrossentropy",
-    "backbone_of",
-    "build_classifier",
-    "compile_classifier",
-    "head_of",
-    "head_or_none",
-    "inference_model",
-    "load_model",
-    "spec_of",
-]
+__all__ = ["build_classifier", "compile_classifier"]
 
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
 LABEL_FORMATS = ("auto", "int", "one_hot", "multi_hot")
-
-
-@keras.saving.register_keras_serializable(package="tltf")
-class Preprocessing(keras.layers.Layer):
-    """Turns raw pixels in [0, 255] into what a backbone expects, inside the model.
-
-    The arithmetic is that of the family's `keras.applications.<family>.preprocess_input`,
-    so a model never depends on the user remembering to call it.
-
-    Args:
-        mode: str. `"tf"` (to [-1, 1]), `"torch"` (to [0, 1], then ImageNet mean/std),
-            `"caffe"` (RGB to BGR, then ImageNet mean subtracted), `"unit"` (to [0, 1]) or
-            `"none"` (the backbone preprocesses itself).
-        backbone_name: str or `None`. The name of the backbone it feeds.
-        backbone_spec: dict or `None`. The data of that backbone's `BackboneSpec`
-            (`tltf.backbones.registry.spec_data`), kept in the model's config so that unfreezing by
-            blocks works for any spec, registered or not, with no registry lookup.
-        **kwargs: base `keras.layers.Layer` arguments.
-
-    Example:
-
-    >>> import numpy as np
-    >>> layer = Preprocessing("tf")
-    >>> np.asarray(layer(np.array([[[[0.0, 127.5, 255.0]]]]))).round(3).tolist()
-    [[[[-1.0, 0.0, 1.0]]]]
-    """
-
-    def __init__(self, mode: str = "none", backbone_name: str | None = None,
-                 backbone_spec: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
-        from tltf.backbones.registry import PREPROCESSING_MODES
-
-        if mode not in PREPROCESSING_MODES:
-            raise ValueError(
-                f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
-            )
-        self.mode = mode
-        self.backbone_name = backbone_name
-        self.backbone_spec = backbone_spec
-
-    def call(self, images):
-        x = keras.ops.cast(images, self.compute_dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "unit":
-            return x / 255.0
-        if self.mode == "torch":
-            mean = np.array(_TORCH_MEAN, "float32")
-            std = np.array(_TORCH_STD, "float32")
-            return (x / 255.0 - keras.ops.cast(mean, x.dtype)) / keras.ops.cast(std, x.dtype)
-        if self.mode == "caffe":
-            x = keras.ops.flip(x, axis=-1)
-            return x - keras.ops.cast(np.array(_CAFFE_MEAN_BGR, "float32"), x.dtype)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        name = self.backbone_name
-        if isinstance(name, str) and name.startswith("hub:"):
-            from tltf.backbones.hub import _FromLiveLayer
-
-            name = _FromLiveLayer(name)  # an in-memory clone may resolve it again
-        config.update(mode=self.mode, backbone_name=name, backbone_spec=self.backbone_spec)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        from tltf.backbones.hub import _check_backbone_name
-
-        _check_backbone_name(config.get("backbone_name"))  # `spec_of` would load that hub model
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="tltf")
-class SparseCategoricalCrossentropy(keras.losses.Loss):
-    """Cross-entropy for integer labels that also supports label smoothing.
-
-    Keras' own `SparseCategoricalCrossentropy` has no `label_smoothing`; this one one-hot
-    encodes the labels inside the loss so the data pipeline can keep integer labels.
-
-    Args:
-        from_logits: bool. Whether predictions are logits. Defaults to `False`.
-        label_smoothing: float in [0, 1). Defaults to `0.0`.
-        **kwargs: base `keras.losses.Loss` arguments.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = SparseCategoricalCrossentropy(label_smoothing=0.1)
-    >>> float(loss(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))) > 0
-    True
-    """
-
-    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0,
-                 name: str = "sparse_categorical_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing!r}"
-            )
-        self.from_logits = from_logits
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        num_classes = keras.ops.shape(y_pred)[-1]
-        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
-        one_hot = keras.ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(
-            one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(from_logits=self.from_logits, label_smoothing=self.label_smoothing)
-        return config
 
 
 def build_classifier(
@@ -366,159 +238,6 @@ def compile_classifier(
     return model
 
 
-def head_of(model: keras.Model) -> ClassificationHead:
-    """Returns the `ClassificationHead` of a tltf model.
-
-    Raises:
-        ValueError: if the model has no layer named `"head"` (not built by tltf).
-
-    Example:
-
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=96, weights=None,
-    ...                          class_names=["cat", "dog"])
-    >>> head_of(model).class_names
-    ['cat', 'dog']
-    """
-    return _layer(model, "head", ClassificationHead)
-
-
-def head_or_none(model: keras.Model) -> ClassificationHead | None:
-    """Returns the `ClassificationHead` of a tltf model, or None for any other model.
-
-    For code that also serves plain Keras classifiers (evaluation, export, the CLI); code
-    that needs a tltf model calls `head_of`, which raises.
-
-    Example:
-
-    >>> import keras
-    >>> plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> head_or_none(plain) is None
-    True
-    """
-    try:
-        return head_of(model)
-    except ValueError:
-        return None
-
-
-def backbone_of(model: keras.Model) -> keras.Model:
-    """Returns the nested backbone model (layer `"backbone"`) of a tltf model.
-
-    Example:
-
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=96, weights=None)
-    >>> backbone_of(model).trainable
-    False
-    """
-    return _layer(model, "backbone", keras.Model)
-
-
-def spec_of(model: keras.Model) -> BackboneSpec | None:
-    """Returns the `BackboneSpec` a tltf model was built on (`None` for a user model).
-
-    The model carries its spec's data in its config, so this works for any spec, registered
-    or not (hub ones included), without a registry lookup or loading anything. Models saved
-    by tltf 0.1 carry only the name, which is looked up in the registry.
-
-    Example:
-
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=96, weights=None)
-    >>> spec_of(model).name
-    'mobilenet_v2'
-    """
-    layer = _layer(model, "preprocessing", Preprocessing)
-    if layer.backbone_spec:
-        return spec_from_data(layer.backbone_spec)
-    return get_backbone(layer.backbone_name) if layer.backbone_name else None
-
-
-def load_model(
-    path: str | os.PathLike,
-    *,
-    trust_hub_handles: list[str] | tuple[str, ...] = (),
-    safe_mode: bool = True,
-    compile: bool = True,
-) -> keras.Model:
-    """Loads a `.keras` file, in Keras' safe mode unless asked otherwise.
-
-    `keras.saving.load_model` with one addition: a model whose backbone is a TF Hub model or
-    a local SavedModel (`HubLayer`) names that SavedModel in its config, and loading it
-    would run the SavedModel's graph, which can do anything a TensorFlow op can. So in safe
-    mode such a handle is refused, unless it is one of the well-known tfhub.dev handles
-    (`tltf.list_backbones("hub:*")`) or listed in `trust_hub_handles`. Trusting a handle
-    leaves safe mode on for everything else in the file (Python lambdas are still refused);
-    `safe_mode=False` trusts the whole file.
-
-    Args:
-        path: str or path. The `.keras` file.
-        trust_hub_handles: list of str. Hub handles (URLs or SavedModel directories, as the
-            refusal names them) whose graphs you trust to run. Defaults to `()`.
-        safe_mode: bool. `False` trusts everything in the file: every hub handle and Python
-            lambda. Only for files you trust. Defaults to `True`.
-        compile: bool. Whether to compile the model as it was saved. Defaults to `True`.
-
-    Returns:
-        The `keras.Model`.
-
-    Raises:
-        ValueError: in safe mode, for a hub handle that is neither well-known nor trusted
-            (the message names it), or for what `keras.saving.load_model` refuses.
-        TypeError: `trust_hub_handles` is a single string rather than a list.
-
-    Example:
-
-    >>> import tempfile, os
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=32, weights=None)
-    >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
-    >>> model.save(path)
-    >>> load_model(path).output_shape
-    (None, 2)
-    """
-    if isinstance(trust_hub_handles, (str, bytes, os.PathLike)):
-        raise TypeError(
-            "`trust_hub_handles` is a list of handles; wrap a single one in a list. "
-            f"Received: trust_hub_handles={trust_hub_handles!r}"
-        )
-    from tltf.backbones.hub import _trusting
-
-    with _trusting(trust_hub_handles):
-        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
-
-
-def inference_model(model: keras.Model) -> keras.Model:
-    """Returns the model without its `"augmentation"` layer, sharing all weights.
-
-    Augmentation never belongs in an exported or served model; exporters call this.
-
-    Example:
-
-    >>> model = build_classifier("mobilenet_v2", 2, image_size=96, weights=None)
-    >>> inference_model(model) is model
-    True
-    """
-    names = [layer.name for layer in model.layers]
-    if "augmentation" not in names:
-        return model
-    inputs = keras.Input(model.input_shape[1:], name="image", dtype=model.inputs[0].dtype)
-    x = model.get_layer("preprocessing")(inputs)
-    x = backbone_of(model)(x, training=False)
-    outputs = head_of(model)(x)
-    return keras.Model(inputs, outputs, name=model.name)
-
-
-def _layer(model, name, kind):
-    try:
-        layer = model.get_layer(name)
-    except (ValueError, AttributeError):  # no such layer; not a keras.Model at all
-        layer = None
-    if not isinstance(layer, kind):
-        raise ValueError(
-            f"The model '{getattr(model, 'name', model)}' has no {kind.__name__} layer named "
-            f"'{name}'; it was not built by `tltf.build_classifier`. Received: model={model!r}"
-        )
-    return layer
-
-
 def _resolve_size(spec, image_size, weights, allow_other_size) -> tuple[int, int]:
     size = _image_size(spec.default_size if image_size is None else image_size)
     if min(size) < spec.min_size:
@@ -561,8 +280,6 @@ def _construct(spec, size, weights, pooling, allow_other_size):
         if weights == "imagenet" and spec.pretrained_sizes and allow_other_size:
             # Keras itself substitutes the default-size weights for other sizes, with only
             # a log line; here the user asked for it, so silence is fine.
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return spec.constructor(**kwargs)
@@ -633,4 +350,3 @@ def _check_loss(loss, from_logits):
             f"built with from_logits={given}; they must agree (leave `loss` out and tltf picks "
             f"the right one). Received: loss={loss!r}"
         )
-

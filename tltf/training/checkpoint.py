@@ -101,7 +101,7 @@ def model_identity(model: keras.Model) -> dict:
     >>> model_identity(model)["class_names"]
     ['cat', 'dog']
     """
-    from tltf.models.classifier import head_of
+    from tltf.models.parts import head_of
 
     identity = {
         "input_shape": [None if d is None else int(d) for d in model.inputs[0].shape[1:]],

@@ -29,7 +29,7 @@ _FORMS = '"top_blocks:N", "fraction:F", "from:<layer name>" or "all"'
 
 
 def _backbone(model: keras.Model) -> keras.Layer:
-    from tltf.models.classifier import backbone_of
+    from tltf.models.parts import backbone_of
 
     return backbone_of(model)
 
@@ -49,17 +49,17 @@ def freeze_backbone(model: keras.Model) -> None:
             `"backbone"` and `"head"`).
 
     Raises:
-        ValueError: if the model has no backbone (see `tltf.models.classifier.backbone_of`).
+        ValueError: if the model has no backbone (see `tltf.models.parts.backbone_of`).
 
     Example:
 
     ```python
     model = tltf.build_classifier("mobilenet_v2", 3, image_size=96, weights=None)
     tltf.freeze_backbone(model)
-    assert not tltf.models.classifier.backbone_of(model).trainable
+    assert not tltf.models.parts.backbone_of(model).trainable
     ```
     """
-    from tltf.models.classifier import head_of
+    from tltf.models.parts import head_of
 
     backbone = _backbone(model)
     backbone.trainable = False
@@ -136,7 +136,7 @@ def _start_index(model: keras.Model, backbone: keras.Layer, how: str) -> int:
             hint = f" Close matches: {close}." if close else ""
             raise ValueError(
                 f"`unfreeze=\"from:<layer name>\"` names no layer of the backbone.{hint} "
-                "See `[l.name for l in tltf.models.classifier.backbone_of(model).layers]`. "
+                "See `[l.name for l in tltf.models.parts.backbone_of(model).layers]`. "
                 f"Received: unfreeze={how!r}"
             )
         return names.index(value)
@@ -148,7 +148,7 @@ def _start_index(model: keras.Model, backbone: keras.Layer, how: str) -> int:
         return weighted[len(weighted) - count]
     # top_blocks
     from tltf.backbones.registry import block_start_indices
-    from tltf.models.classifier import spec_of
+    from tltf.models.parts import spec_of
 
     spec = spec_of(model)
     if spec is None:
@@ -200,11 +200,11 @@ def unfreeze(model: keras.Model, how: str = "top_blocks:2", *, train_bn: bool = 
     model = tltf.build_classifier("mobilenet_v2", 3, image_size=96, weights=None)
     names = tltf.unfreeze(model, "fraction:0.1")
     assert names and not any(
-        layer.trainable for layer in tltf.models.classifier.backbone_of(model).layers
+        layer.trainable for layer in tltf.models.parts.backbone_of(model).layers
         if isinstance(layer, keras.layers.BatchNormalization))
     ```
     """
-    from tltf.models.classifier import head_of
+    from tltf.models.parts import head_of
 
     backbone = _backbone(model)
     start = _start_index(model, backbone, how)

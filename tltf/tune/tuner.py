@@ -26,7 +26,8 @@ import numpy as np
 from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import resolve_verbose
 from tltf.backbones.registry import get_backbone
-from tltf.models.classifier import build_classifier, compile_classifier, head_of
+from tltf.models.classifier import build_classifier, compile_classifier
+from tltf.models.parts import head_of
 from tltf.training import recipe as _train
 
 __all__ = ["TransferHyperModel", "SearchResult", "search", "plot_search"]
