@@ -9,14 +9,11 @@ import tensorflow as tf
 from image_cases import BAD, GOOD, IGNORED, H, W, make_odd_folder, rotated_source
 from PIL import Image, ImageOps
 
+from tltf.data import checks as checks_module
 from tltf.data import decode
-from tltf.data.decode import (
-    check_files,
-    decode_image_file,
-    default_cache_dir,
-    list_image_files,
-    resize_image,
-)
+from tltf.data.checks import check_files, default_cache_dir
+from tltf.data.decode import decode_image_file, resize_image
+from tltf.data.layout import list_image_files
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +91,8 @@ def test_cache_reused_and_invalidated(odd, checks, monkeypatch):
     entries = json.loads((cache / "file-checks.json").read_text())["files"]
     assert len(entries) == len(by_name)
     calls = []
-    original = decode._check_one
-    monkeypatch.setattr(decode, "_check_one", lambda p, *a: calls.append(p) or original(p, *a))
+    original = checks_module._check_one
+    monkeypatch.setattr(checks_module, "_check_one", lambda p, *a: calls.append(p) or original(p, *a))
     files = list_image_files(odd)
     check_files(files, cache_dir=cache)
     assert calls == []  # nothing re-read

@@ -23,9 +23,10 @@ from PIL import Image
 
 import tltf
 from tltf.cli import main
-from tltf.data import decode, load_arrays, load_image_folder
+from tltf.data import checks, load_arrays, load_image_folder
 from tltf.data._batches import batches
-from tltf.data.decode import check_files, list_image_files
+from tltf.data.checks import check_files
+from tltf.data.layout import list_image_files
 from tltf.evaluation.metrics import _read_files, evaluate, predict
 
 
@@ -340,4 +341,4 @@ def test_absurd_image_size_is_refused_immediately(tmp_path, size):
 def test_list_image_files_lists_special_entries_for_the_check(tmp_path):
     os.mkfifo(tmp_path / "p.png")
     assert [Path(p).name for p in list_image_files(tmp_path)] == ["p.png"]
-    assert decode._check_one(str(tmp_path / "p.png")).reason == "not a regular file (FIFO)"
+    assert checks._check_one(str(tmp_path / "p.png")).reason == "not a regular file (FIFO)"

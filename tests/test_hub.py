@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import tltf
-from tltf.backbones.hub import HubLayer, hub_backbone
+from tltf.backbones.hub import HubLayer
+from tltf.backbones.hub_source import hub_backbone
 from tltf.models.parts import backbone_of
 from tltf.training.freeze import unfreeze
 

@@ -147,7 +147,7 @@ def test_the_tune_warm_start_reuses_a_head_saved_with_old_keys(tmp_path):
                                   32.0, True, (32, None), [32, False]])
 def test_one_image_size_check_for_data_models_and_the_cli(tmp_path, size):
     import tltf
-    from tltf.data.dataset import _image_size
+    from tltf.data.decode import _image_size
     from tltf.runs.train import _check_arguments
 
     message = r"`image_size` must be an int or a \(height, width\) pair of ints, between 1 and 4096"
@@ -167,7 +167,7 @@ def test_one_image_size_check_for_data_models_and_the_cli(tmp_path, size):
 @pytest.mark.parametrize("size, expected", [(32, (32, 32)), ((24, 40), (24, 40)),
                                             ([4096, 1], (4096, 1)), (np.int64(8), (8, 8))])
 def test_the_image_size_check_accepts_ints_and_pairs(size, expected):
-    from tltf.data.dataset import _image_size
+    from tltf.data.decode import _image_size
 
     assert _image_size(size) == expected
 

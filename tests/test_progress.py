@@ -21,7 +21,7 @@ from PIL import Image
 import tltf
 from tltf import _progress
 from tltf._progress import progress, resolve_verbose
-from tltf.data.decode import check_files
+from tltf.data.checks import check_files
 from tltf.training.recipe import fine_tune
 
 _EPOCH_LINE = re.compile(r"^phase [12] epoch \d+/\d+ - .*loss [\d.]+.* - lr \S+ - [\d.]+s$")

@@ -1,4 +1,4 @@
-"""TF Hub backbones under Keras 3: a SavedModel wrapped in a real Keras layer.
+"""`HubLayer`: a TF Hub SavedModel wrapped in a real Keras 3 layer.
 
 `hub.KerasLayer` is a Keras 2 layer and cannot be added to a Keras 3 model
 (tensorflow/tensorflow#65419). `HubLayer` loads the same SavedModel with `tensorflow_hub`
@@ -6,12 +6,11 @@
 `TFHUB_CACHE_DIR`) and exposes its variables as Keras weights, so `fit` and the optimizer
 train them like any other layer. This is the only tltf module that imports
 `tensorflow_hub`, and it does so lazily: importing tltf does not import it.
+`tltf.backbones.hub_source` turns a handle into a backbone spec built around this layer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
 import os
 from typing import Any
@@ -19,12 +18,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tltf import _compat
-from tltf.backbones.registry import BackboneSpec, register_backbone, register_source
+from tltf.backbones._hub_handles import FromLiveLayer, check_safe_to_load
 
-__all__ = ["HubLayer", "hub_backbone"]
-
-_LAYER_NAME = "hub_savedmodel"
+__all__ = ["HubLayer"]
 
 
 @keras.saving.register_keras_serializable(package="tltf")
@@ -275,7 +271,7 @@ class HubLayer(keras.layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)
         config.update(
-            handle=_FromLiveLayer(self.handle),
+            handle=FromLiveLayer(self.handle),
             signature=self.signature,
             output_key=self.output_key,
             pooling=self.pooling,
@@ -284,117 +280,11 @@ class HubLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        _check_safe_to_load(config.get("handle"))
+        check_safe_to_load(config.get("handle"))
         return cls(**config)
 
 
-def hub_backbone(
-    handle: str,
-    *,
-    image_size: int | None = None,
-    signature: str | None = None,
-    output_key: str | None = None,
-    name: str | None = None,
-) -> BackboneSpec:
-    """Describes a TF Hub image model as a `BackboneSpec`, for `build_classifier`.
-
-    `build_classifier("hub:<handle>", ...)` calls this for you; call it directly to pass
-    options. The model is loaded once here to read its input size and feature width, and
-    again (fresh weights) every time the spec's constructor builds a backbone.
-
-    Args:
-        handle: str. A tfhub.dev or Kaggle Models URL (downloaded and cached by
-            `tensorflow_hub`, see `TFHUB_CACHE_DIR`) or a local SavedModel directory.
-        image_size: int or `None`. Default input size for a model that takes any size.
-            Defaults to `None`: the model's fixed size, else 224.
-        signature: str or `None`. See `HubLayer`.
-        output_key: str or `None`. See `HubLayer`.
-        name: str or `None`. Spec name. Defaults to `"hub:<handle>"`, which
-            `get_backbone` resolves again (e.g. when a saved model is inspected).
-
-    Returns:
-        A `BackboneSpec` with `preprocessing="unit"` (hub image models take [0, 1]) and one
-        block (the whole hub model), so `unfreeze("top_blocks:1")` unfreezes all of it.
-
-    Raises:
-        FileNotFoundError: the handle cannot be resolved (see `HubLayer`).
-        ValueError: `image_size` disagrees with a fixed-size model, or see `HubLayer`.
-
-    Example:
-
-    >>> import numpy as np, tensorflow as tf, tempfile
-    >>> class Net(tf.Module):
-    ...     def __init__(self):
-    ...         self.w = tf.Variable(tf.ones([3, 4]))
-    ...     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3])])
-    ...     def __call__(self, x):
-    ...         return tf.reduce_mean(x, [1, 2]) @ self.w
-    >>> path = tempfile.mkdtemp()
-    >>> tf.saved_model.save(Net(), path)
-    >>> spec = hub_backbone(path)
-    >>> spec.feature_dim, spec.preprocessing
-    (4, 'unit')
-    >>> spec.constructor(input_shape=(32, 32, 3)).output_shape
-    (None, 4)
-    """
-    probe = HubLayer(handle, signature=signature, output_key=output_key)
-    fixed = probe.input_size
-    if fixed is not None and image_size is not None and (image_size, image_size) != fixed:
-        raise ValueError(
-            f"The hub model '{handle}' takes {fixed[0]}x{fixed[1]} images only. Pass "
-            f"image_size={fixed[0]} or None. Received: image_size={image_size!r}"
-        )
-    default = fixed[0] if fixed else (image_size or 224)
-    return BackboneSpec(
-        name=name or f"hub:{handle}",
-        constructor=_constructor(handle, signature=signature, output_key=output_key,
-                                 feature_dim=probe.feature_dim),
-        default_size=default,
-        pretrained_sizes=(default,) if fixed else None,
-        preprocessing="unit",
-        feature_dim=probe.feature_dim,
-        blocks=(_LAYER_NAME,),
-        family="hub",
-        min_size=min(32, default) if not fixed else default,
-        description=f"TF Hub {'TF1 module (inference only)' if probe._is_tf1 else 'SavedModel'}: {handle}",
-    )
-
-
-# Helpers -----------------------------------------------------------------------------------
-
-
-def _constructor(handle, *, signature=None, output_key=None, feature_dim=None):
-    def construct(input_shape, weights="imagenet", pooling="avg"):
-        if weights is None:
-            raise ValueError(
-                f"A hub backbone always carries the weights of its SavedModel ('{handle}'); "
-                "there is no random initialisation. Pass weights='imagenet' (the hub "
-                f"model's own weights) or a Keras weights file. Received: weights={weights!r}"
-            )
-        layer = HubLayer(handle, signature=signature, output_key=output_key, pooling=pooling,
-                         name=_LAYER_NAME)
-        size = tuple(input_shape[:2])
-        if layer.input_size is not None and size != layer.input_size:
-            raise ValueError(
-                f"The hub model '{handle}' takes {layer.input_size[0]}x{layer.input_size[1]} "
-                f"images only. Pass image_size={layer.input_size[0]}. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        if feature_dim is not None and layer.feature_dim != feature_dim:
-            raise ValueError(
-                f"The hub model '{handle}' returns {layer.feature_dim}-dim features but its "
-                f"spec says {feature_dim}. Fix the spec's feature_dim. "
-                f"Received: feature_dim={feature_dim}"
-            )
-        inputs = keras.Input(tuple(input_shape), name="hub_input")
-        model = keras.Model(inputs, layer(inputs), name="hub_backbone")
-        if weights not in ("imagenet", "hub"):
-            model.load_weights(os.fspath(weights))
-        return model
-
-    construct.__name__ = construct.__qualname__ = f"hub_backbone({handle!r})"
-    construct.handle = handle
-    return construct
+# Loading the SavedModel -------------------------------------------------------------------
 
 
 def _load(handle: str):
@@ -450,144 +340,3 @@ def _fixed_size(spec) -> tuple[int, int] | None:
     if shape is None or shape.rank != 4 or None in (shape[1], shape[2]):
         return None
     return (int(shape[1]), int(shape[2]))
-
-
-def _check_safe_to_load(handle) -> None:
-    """A `.keras` file from a stranger must not run code: refuses to load `handle` in safe mode.
-
-    Loading a hub handle runs its SavedModel's graph, which may do anything a TensorFlow op
-    can (write files, read secrets). So, like `keras.layers.TFSMLayer`, while Keras
-    deserializes in safe mode (the default of `keras.saving.load_model`) a handle from a model
-    config is refused, local or remote, unless it is one of the well-known tfhub.dev handles
-    registered below or the caller trusts it (`tltf.load_model(path, trust_hub_handles=...)`).
-    Building and cloning layers in memory is not deserialization and is never refused.
-    """
-    if isinstance(handle, _FromLiveLayer) or handle is None:
-        return
-    if str(handle) in _KNOWN_HANDLES or _is_trusted(str(handle)):
-        return
-    if _compat.in_safe_mode():
-        raise _RefusedHandle(handle)
-
-
-class _FromLiveLayer(str):
-    """A handle as the `get_config` of a layer alive in this process returns it.
-
-    That layer already loaded the SavedModel, by the user's choice, so cloning it in memory
-    (`keras.models.clone_model`, `Model.from_config(model.get_config())`, which Keras runs
-    in safe mode too) loads nothing new and is allowed. Saving writes JSON, which keeps only
-    the plain string, so a config read from a file never carries this mark.
-    """
-
-    __slots__ = ()
-
-
-class _RefusedHandle(ValueError):
-    """The refusal of `_check_safe_to_load`; `handle` lets the CLI name its own opt-in flag."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        text = str(handle)
-        self.shown = text if len(text) <= 200 else text[:197] + "..."  # a file may hold 1 MB
-        super().__init__(
-            f"Refusing to load the TF Hub/SavedModel handle '{self.shown}' named in this "
-            "model's config: loading it would run the SavedModel's graph, which can execute "
-            "arbitrary TensorFlow ops, and safe mode allows only the well-known tfhub.dev "
-            "handles. If you trust the file and the SavedModel (also when you saved the model "
-            f"yourself), load it with `tltf.load_model(path, trust_hub_handles=[{self.shown!r}])`"
-            " or `keras.saving.load_model(path, safe_mode=False)`. "
-            f"Received: handle={self.shown!r}"
-        )
-
-
-# Handles the caller of `tltf.load_model` trusts, for the duration of that call only. A
-# context variable rather than a global, so the trust never outlives the call nor leaks into
-# another thread's load.
-_TRUSTED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-    "tltf_trusted_hub_handles", default=())
-
-
-@contextlib.contextmanager
-def _trusting(handles):
-    token = _TRUSTED.set(tuple(str(h) for h in handles))
-    try:
-        yield
-    finally:
-        _TRUSTED.reset(token)
-
-
-def _is_trusted(handle: str) -> bool:
-    trusted = _TRUSTED.get()
-    if handle in trusted:
-        return True
-    if "://" in handle:
-        return False
-    # A local directory may be written './hub_model' in one place and 'hub_model' in another.
-    real = os.path.realpath(handle)
-    return any("://" not in t and os.path.realpath(t) == real for t in trusted)
-
-
-def _check_backbone_name(name) -> None:
-    """`spec_of` resolves a saved `"hub:<handle>"` backbone name by loading the handle, so
-    a config that names an unregistered one is held to the rule of `_check_safe_to_load`."""
-    from tltf.backbones.registry import list_backbones
-
-    if isinstance(name, _FromLiveLayer):
-        return
-    if isinstance(name, str) and name.strip().startswith("hub:") and (
-            name.strip() not in list_backbones()):
-        _check_safe_to_load(name.strip()[len("hub:"):])
-
-
-# The well-known hub image backbones ---------------------------------------------------------
-# Handles and input sizes as in the TensorFlow Hub tutorial "Retraining an Image Classifier"
-# (tensorflow/docs, site/en/hub/tutorials/tf2_image_retraining), plus the TF1 module kept
-# in ../shared/tfhub_modules. Feature widths are checked against the loaded model at build
-# time (a wrong figure raises instead of building a mismatched head).
-_TFHUB = "https://tfhub.dev/google/"
-_KNOWN = (
-    # name, handle, default size, feature dim, fixed size
-    ("mobilenet_v2_100_224", _TFHUB + "imagenet/mobilenet_v2_100_224/feature_vector/4", 224,
-     1280, False),
-    ("mobilenet_v3_small_100_224", _TFHUB + "imagenet/mobilenet_v3_small_100_224/feature_vector/5",
-     224, 1024, False),
-    ("mobilenet_v3_large_100_224", _TFHUB + "imagenet/mobilenet_v3_large_100_224/feature_vector/5",
-     224, 1280, False),
-    ("efficientnet_v2_b0", _TFHUB + "imagenet/efficientnet_v2_imagenet1k_b0/feature_vector/2",
-     224, 1280, False),
-    ("efficientnet_v2_s", _TFHUB + "imagenet/efficientnet_v2_imagenet1k_s/feature_vector/2",
-     384, 1280, False),
-    ("efficientnet_v2_b0_21k", _TFHUB + "imagenet/efficientnet_v2_imagenet21k_b0/feature_vector/2",
-     224, 1280, False),
-    ("bit_s_r50x1", _TFHUB + "bit/s-r50x1/1", 224, 2048, False),
-    ("bit_m_r50x1", _TFHUB + "bit/m-r50x1/1", 224, 2048, False),
-    ("resnet_v2_50", _TFHUB + "imagenet/resnet_v2_50/feature-vector/4", 224, 2048, False),
-    ("inception_v3", _TFHUB + "imagenet/inception_v3/feature-vector/4", 299, 2048, False),
-    ("mobilenet_v2_035_128_tf1", _TFHUB + "imagenet/mobilenet_v2_035_128/feature_vector/2",
-     128, 1280, True),
-)
-_KNOWN_HANDLES = frozenset(handle for _, handle, *_ in _KNOWN)
-
-
-def _register_known() -> None:
-    for short, handle, size, dim, fixed in _KNOWN:
-        tf1 = short.endswith("_tf1")
-        register_backbone(
-            BackboneSpec(
-                name=f"hub:{short}",
-                constructor=_constructor(handle, feature_dim=dim),
-                default_size=size,
-                pretrained_sizes=(size,) if fixed else None,
-                preprocessing="unit",
-                feature_dim=dim,
-                blocks=(_LAYER_NAME,),
-                family="hub",
-                min_size=size if fixed else 32,
-                description=f"TF Hub {'TF1 module (inference only)' if tf1 else 'SavedModel'}: "
-                f"{handle}",
-            )
-        )
-
-
-_register_known()
-register_source("hub", hub_backbone)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from tltf.data.checks import check_files
 from tltf.data.dataset import ImageDataset
-from tltf.data.decode import check_files, list_image_files
-from tltf.data.layout import class_folders, find_split_folders
+from tltf.data.layout import class_folders, find_split_folders, list_image_files
 
 __all__ = ["AuditReport", "audit"]
 
@@ -147,7 +147,7 @@ def audit(
         min_size: int. Images with a side shorter than this are reported as tiny. Defaults
             to `32`.
         cache_dir: where the validation cache lives. Defaults to
-            `tltf.data.decode.default_cache_dir()`.
+            `tltf.data.checks.default_cache_dir()`.
 
     Returns:
         An `AuditReport`.

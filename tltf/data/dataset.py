@@ -14,22 +14,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tltf._warn import warn
 from tltf.data.augment import Policy, batch_augmenter
-from tltf.data.decode import (
-    MAX_PIXELS,
-    RESIZE_MODES,
-    _decode_ratio,
-    check_files,
-    decode_image_file,
-    resize_image,
-)
+from tltf.data.decode import _decode_ratio, decode_image_file, resize_image
 
 __all__ = ["ImageDataset"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_BYTES = 512 * 2**20  # cap of a shuffle buffer of decoded images
-_MAX_IMAGE_SIZE = 4096  # a side above this is a typo (100000 would need 30 GB per image)
 
 
 class ImageDataset:
@@ -261,84 +252,6 @@ class ImageDataset:
         return ds.with_options(options).prefetch(_AUTOTUNE)
 
 
-def _check_resize(resize: str) -> None:
-    if resize not in RESIZE_MODES:
-        raise ValueError(
-            f"Expected `resize` to be one of {RESIZE_MODES}. Received: resize={resize!r}"
-        )
-
-
-def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """The one check of an `image_size` argument (data loaders, `build_classifier`, the CLI)."""
-    given = image_size
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    if (
-        not isinstance(image_size, Sequence)
-        or len(image_size) != 2
-        or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= _MAX_IMAGE_SIZE
-            for v in image_size
-        )
-    ):
-        raise ValueError(
-            "`image_size` must be an int or a (height, width) pair of ints, between 1 and "
-            f"{_MAX_IMAGE_SIZE} pixels per side. Received: image_size={given!r}"
-        )
-    return int(image_size[0]), int(image_size[1])
-
-
-def _split_fractions(validation_split, test_split) -> list[float]:
-    fractions = []
-    for name, value in (("validation_split", validation_split), ("test_split", test_split)):
-        if value is None:
-            continue
-        if not isinstance(value, float) or not 0.0 < value < 1.0:
-            raise ValueError(
-                f"Expected `{name}` to be a float in (0, 1) or None. Received: {name}={value!r}"
-            )
-        fractions.append(value)
-    if sum(fractions) >= 1.0:
-        raise ValueError(
-            "Expected `validation_split + test_split` to leave images for training (< 1). "
-            f"Received: validation_split={validation_split!r}, test_split={test_split!r}"
-        )
-    return fractions
-
-
-def _check_split_sizes(labels, class_names, fractions, what: str, argument: str) -> None:
-    """Every class must have an image in every split: else one error naming the classes."""
-    need = len(fractions) + 1
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
-    small = [f"{class_names[c]} ({n})" for c, n in enumerate(counts) if 0 < n < need]
-    if small:
-        shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
-        raise ValueError(
-            f"Splitting {what} needs at least {need} usable images per class (one per split), "
-            f"but class(es) {shown} have fewer. Add images to them, or drop `{argument}` and "
-            f"pass the held-out data separately. Received: {argument}"
-        )
-
-
-def _stratified_split(
-    labels: np.ndarray, fractions: Sequence[float], seed: int
-) -> list[np.ndarray]:
-    """Index arrays: [train, then one per fraction], stratified per class, reproducible."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        idx = idx[rng.permutation(len(idx))]
-        start = 0
-        for k, f in enumerate(fractions, start=1):
-            n = int(round(len(idx) * f))
-            if n == 0 and len(idx) > len(fractions):
-                n = 1  # every class shows up in every split when it can
-            parts[k].extend(idx[start : start + n])
-            start += n
-        parts[0].extend(idx[start:])
-    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-
 
 def _files_dataset(files, checks, labels, class_names, image_size, resize, skipped) -> ImageDataset:
     # Bytes, not str: a name that is not UTF-8 (b"caf\xe9.jpg", surrogate-escaped by
@@ -394,24 +307,3 @@ def _batches_in_order(data: ImageDataset, batch_size: int):
                 ) from None
         raise
 
-
-def _validated(
-    files: list[str], labels: list[int], *, strict: bool, cache_dir, what: str,
-    max_pixels: int = MAX_PIXELS, verbose: int | str = 0,
-):
-    """Runs check_files; returns good (files, checks, labels) and the skipped (path, reason)."""
-    checks = check_files(files, cache_dir=cache_dir, max_pixels=max_pixels, verbose=verbose)
-    bad = [(f, c.reason) for f, c in zip(files, checks, strict=True) if not c.ok]
-    if bad and strict:
-        listing = "\n".join(f"  {p}: {r}" for p, r in bad)
-        raise ValueError(
-            f"{len(bad)} file(s) in {what} cannot be used (strict=True):\n{listing}\n"
-            "Remove or fix them, or pass strict=False to leave them out. "
-            f"Received: strict={strict}"
-        )
-    if bad:
-        shown = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        warn(f"Left out {len(bad)} unusable file(s) in {what} (see `.skipped`):\n{shown}{more}")
-    keep = [i for i, c in enumerate(checks) if c.ok]
-    return [files[i] for i in keep], [checks[i] for i in keep], [labels[i] for i in keep], bad

@@ -1,423 +1,54 @@
-"""Finding, validating and decoding image files so that no epoch dies on a bad one.
+"""The one decode path: an image file or array to a uint8 image of the size asked for.
 
-A folder collected by hand holds more than clean JPEGs: CMYK and progressive JPEGs, phone
-photos whose pixels are stored sideways with an EXIF orientation tag, palette or 16-bit
-PNGs, GIFs, BMPs, WebPs, and also empty, truncated or mis-named files and `.DS_Store`.
-`check_files` reads every candidate once with Pillow (JPEGs at 1/8 scale, so it is fast),
-records what it found in a JSON cache keyed by path, size and modification time, and says
-for each file whether TensorFlow can decode it as it is. The few files TensorFlow would get
-wrong (EXIF-rotated JPEGs, palette BMPs, TIFF) are re-encoded once to PNG beside the cache,
-so the training pipeline itself decodes everything with `tf.io` in parallel.
+Every loader and `evaluate`/`predict` read files through `decode_image_file` and
+`resize_image`, after the check pass of `tltf.data.checks` has chosen which bytes to read
+(the file, or its PNG re-encoding) and how far a JPEG may be scaled down while decoding.
+The checks of the two arguments every loader takes, `image_size` and `resize`, live here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
-import json
-import os
-import stat
-import warnings
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
-from tltf._io import atomic_path, atomic_write
-from tltf._progress import progress, resolve_verbose
+if TYPE_CHECKING:
+    from tltf.data.checks import FileCheck
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "MAX_PIXELS",
-    "RESIZE_MODES",
-    "FileCheck",
-    "check_files",
-    "decode_image_file",
-    "default_cache_dir",
-    "list_image_files",
-    "resize_image",
-]
+__all__ = ["RESIZE_MODES", "decode_image_file", "resize_image"]
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".jfif",
-    ".png",
-    ".gif",
-    ".bmp",
-    ".webp",
-    ".tif",
-    ".tiff",
-)
 RESIZE_MODES = ("stretch", "crop", "pad")
-
-# Pillow format name -> the extensions that announce it (to report mis-named files).
-_FORMAT_EXTENSIONS = {
-    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
-    "MPO": (".jpg", ".jpeg", ".jpe", ".jfif"),  # phone photos: JPEG with extra frames
-    "PNG": (".png",),
-    "GIF": (".gif",),
-    "BMP": (".bmp",),
-    "WEBP": (".webp",),
-    "TIFF": (".tif", ".tiff"),
-}
-_JPEG_FORMATS = ("JPEG", "MPO")
-_CACHE_VERSION = 2  # 2: verdicts also say whether tf.io decodes GIF/BMP/WebP as they are
-_ORIENTATION_TAG = 0x0112
-# Pillow's own decompression-bomb threshold: about 9459 x 9459 pixels, a 268 MB RGB array.
-MAX_PIXELS = 89_478_485
-_MAX_FILE_BYTES = 256 * 2**20  # no photo is larger; bounds the memory one file can take
-_KINDS = (
-    (stat.S_ISFIFO, "FIFO"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-    (stat.S_ISSOCK, "socket"),
-    (stat.S_ISDIR, "directory"),
-)
+_MAX_IMAGE_SIZE = 4096  # a side above this is a typo (100000 would need 30 GB per image)
 
 
-@dataclasses.dataclass(frozen=True)
-class FileCheck:
-    """What the validation pass learnt about one file.
-
-    Attributes:
-        path: str. The file checked.
-        ok: bool. Whether the file decodes to an image.
-        reason: str. Why it is left out (empty when `ok`).
-        format: str. Pillow's name of the content's format ("JPEG", "PNG", ...), or "".
-        mode: str. Pillow's pixel mode ("RGB", "L", "P", "RGBA", "CMYK", "I;16", ...), or "".
-        width: int. Width in pixels as stored (before any EXIF rotation).
-        height: int. Height in pixels as stored.
-        orientation: int. EXIF orientation tag (1 = upright).
-        sha1: str. Hash of the file's bytes, to find exact duplicates.
-        extension_mismatch: bool. The extension announces another format than the content.
-        decoded_path: str. The file the pipeline reads: `path` itself, or a PNG re-encoding of
-            it when TensorFlow cannot decode the original correctly.
-        tf_decodes: bool. Whether `tf.io.decode_image` decodes the original bytes (tried
-            during the check for GIF, BMP and WebP; e.g. False for a 16-bit RGB555 BMP).
-    """
-
-    path: str
-    ok: bool
-    reason: str = ""
-    format: str = ""
-    mode: str = ""
-    width: int = 0
-    height: int = 0
-    orientation: int = 1
-    sha1: str = ""
-    extension_mismatch: bool = False
-    decoded_path: str = ""
-    tf_decodes: bool = True
-
-    @property
-    def upright_size(self) -> tuple[int, int]:
-        """(height, width) of the image as it is meant to be seen (EXIF rotation applied)."""
-        if self.orientation in (5, 6, 7, 8):
-            return self.width, self.height
-        return self.height, self.width
-
-    @property
-    def is_jpeg(self) -> bool:
-        """Whether the pipeline reads a JPEG (and may decode it at a reduced scale)."""
-        return self.format in _JPEG_FORMATS and self.decoded_path == self.path
-
-
-def default_cache_dir() -> Path:
-    """The per-user cache folder tltf uses when a function is given `cache_dir=None`.
-
-    `$XDG_CACHE_HOME/tltf` when that variable is set, else `~/.cache/tltf`. Nothing is
-    written there unless a function that takes `cache_dir` is called without one.
-
-    Returns:
-        A `Path` (not created by this call).
-
-    Example:
-
-    >>> str(default_cache_dir()).endswith("tltf")
-    True
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tltf"
-
-
-def list_image_files(folder: str | os.PathLike) -> list[str]:
-    """Image files under `folder` (recursively), sorted, by extension in any letter case.
-
-    Files without an image extension (`README.txt`, `.DS_Store`, `Thumbs.db`) and macOS
-    resource forks (`._name.jpg`) are ignored. An entry with an image extension that is not
-    a regular file (a FIFO, a device, a socket, a link to one of them) is listed all the
-    same, never opened here, so that `check_files` reports it by name instead of it
-    vanishing. Names that are not valid UTF-8 come back as `os.fsdecode` gives them.
-
-    Args:
-        folder: str or path. The folder to walk.
-
-    Returns:
-        Sorted list of file paths (str).
-
-    Raises:
-        FileNotFoundError: if `folder` is not a directory.
-
-    Example:
-
-    >>> import tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / "a.JPG").write_bytes(b""); _ = (d / "notes.txt").write_text("x")
-    >>> [pathlib.Path(p).name for p in list_image_files(d)]
-    ['a.JPG']
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"Expected a folder of images, but {folder} is not a directory. "
-            f"Received: folder={str(folder)!r}"
+def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """The one check of an `image_size` argument (data loaders, `build_classifier`, the CLI)."""
+    given = image_size
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    if (
+        not isinstance(image_size, Sequence)
+        or len(image_size) != 2
+        or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= _MAX_IMAGE_SIZE
+            for v in image_size
         )
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in names:
-            if name.startswith("._") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            found.append(os.path.join(root, name))
-    return sorted(found)
-
-
-def _kind(mode: int) -> str:
-    for test, name in _KINDS:
-        if test(mode):
-            return name
-    return "special file"
-
-
-def _check_one(path: str, max_pixels: int = MAX_PIXELS) -> FileCheck:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        st = os.stat(path)  # follows links: a link to /dev/zero is a character device
-    except OSError as e:
-        return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
-    if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO blocks, /dev/zero never ends
-        return FileCheck(path, False, f"not a regular file ({_kind(st.st_mode)})")
-    if st.st_size > _MAX_FILE_BYTES:
-        return FileCheck(
-            path, False, f"file too large ({st.st_size / 2**20:.0f} MB; the limit for one "
-            f"image file is {_MAX_FILE_BYTES // 2**20} MB)"
-        )
-    try:
-        with open(path, "rb") as f:
-            data = f.read(st.st_size + 1)  # +1 shows growth; read(n) allocates n bytes
-    except OSError as e:
-        return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
-    if not data:
-        return FileCheck(path, False, "empty file (0 bytes)")
-    if len(data) > st.st_size:
-        return FileCheck(path, False, "file changed while being read; check it again")
-    sha1 = hashlib.sha1(data).hexdigest()
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        return FileCheck(path, False, "not an image (content is no known image format)", sha1=sha1)
-    except Image.DecompressionBombError:
-        return FileCheck(path, False, _too_large(0, 0, max_pixels), sha1=sha1)
-    except Exception as e:  # Pillow raises many types on garbage headers
-        return FileCheck(path, False, f"corrupt or truncated header: {e}", sha1=sha1)
-    fmt, mode = image.format or "", image.mode
-    width, height = image.size
-    if fmt not in _FORMAT_EXTENSIONS:
-        return FileCheck(
-            path, False, f"unsupported image format {fmt}", fmt, mode, width, height, sha1=sha1
-        )
-    if width * height > max_pixels:  # from the header: nothing decoded yet
-        return FileCheck(
-            path, False, _too_large(width, height, max_pixels), fmt, mode, width, height,
-            sha1=sha1,
-        )
-    orientation = 1
-    try:
-        if fmt in _JPEG_FORMATS:
-            orientation = int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
-            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # DCT-scaled: fast
-        image.load()
-    except Exception as e:
-        return FileCheck(
-            path, False, f"corrupt or truncated: {e}", fmt, mode, width, height, sha1=sha1
-        )
-    if width < 1 or height < 1:
-        return FileCheck(path, False, "image has no pixels", fmt, mode, width, height, sha1=sha1)
-    mismatch = not path.lower().endswith(_FORMAT_EXTENSIONS[fmt])
-    tf_decodes = fmt in ("PNG", *_JPEG_FORMATS) or _tf_decodes(data)
-    return FileCheck(
-        path, True, "", fmt, mode, width, height, orientation, sha1, mismatch, path, tf_decodes
-    )
-
-
-def _too_large(width: int, height: int, max_pixels: int) -> str:
-    size = f"{width}x{height} = {width * height:,} pixels" if width else "too many pixels"
-    return (
-        f"image too large ({size}; the limit is max_pixels={max_pixels:,}, "
-        "pass a larger `max_pixels` to accept it)"
-    )
-
-
-def _tf_decodes(data: bytes) -> bool:
-    """Whether tf.io decodes these (GIF, BMP, WebP) bytes, as the pipeline will try to.
-
-    Pillow reads formats TensorFlow rejects (16-bit RGB555 BMP, some WebP and GIF
-    variants); those are re-encoded to PNG instead of failing in the middle of an epoch.
-    """
-    try:
-        tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-    except (tf.errors.OpError, ValueError):
-        return False
-    return True
-
-
-def _needs_pillow(check: FileCheck) -> bool:
-    # Everything else decodes correctly with tf.io.decode_image (CMYK and progressive JPEG,
-    # palette/RGBA/16-bit/gray PNG, GIF first frame, 24/32-bit BMP, WebP): measured.
-    if not check.tf_decodes:
-        return True
-    if check.format in _JPEG_FORMATS:
-        return check.orientation not in (1, 0)
-    if check.format == "BMP":
-        return check.mode not in ("RGB", "RGBA")
-    return check.format == "TIFF"
-
-
-def _reencode(check: FileCheck, folder: Path) -> FileCheck:
-    from PIL import Image, ImageOps
-
-    target = folder / f"{check.sha1}.png"
-    if not target.exists():
-        with Image.open(check.path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                image = image.point(lambda v: v / 257).convert("L")
-            rgb = image.convert("RGB")
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            rgb.save(tmp, format="PNG")
-    return dataclasses.replace(check, decoded_path=str(target))
-
-
-def _load_cache(file: Path) -> dict:
-    try:
-        content = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return {}
-    if content.get("version") != _CACHE_VERSION:
-        return {}
-    return content.get("files", {})
-
-
-def _save_cache(file: Path, entries: dict) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(file, json.dumps({"version": _CACHE_VERSION, "files": entries}))
-
-
-def check_files(
-    paths: Iterable[str | os.PathLike],
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    workers: int | None = None,
-    max_pixels: int = MAX_PIXELS,
-    verbose: int | str = 0,
-) -> list[FileCheck]:
-    """Validates image files once, caching the verdicts, and prepares odd ones for `tf.io`.
-
-    Every file is opened with Pillow and fully decoded (JPEGs at 1/8 scale), so empty,
-    truncated, corrupt and non-image files are found before training. Verdicts are cached in
-    `cache_dir/file-checks.json`, keyed by absolute path, size and modification time, so a
-    second load of the same folder reads no image. Files TensorFlow would decode wrongly
-    or not at all (EXIF-rotated JPEGs, palette and 16-bit BMPs, TIFF, any GIF, BMP or WebP
-    that `tf.io` rejects when tried here) are re-encoded upright to PNG in
-    `cache_dir/converted/`, so every file that passes decodes in the pipeline.
-
-    Hostile entries are refused before anything large is read: a FIFO, device or socket
-    (or a link to one) is never opened, a file over 256 MB is refused by its size, and an
-    image whose header announces more than `max_pixels` pixels is refused before decoding.
-
-    Args:
-        paths: iterable of file paths.
-        cache_dir: str, path or `None`. Folder for the cache and the re-encoded files.
-            Defaults to `default_cache_dir()`.
-        workers: int or `None`. Threads reading files. Defaults to the number of CPUs.
-        max_pixels: int. Largest width * height accepted. Defaults to `MAX_PIXELS`
-            (89,478,485, Pillow's own limit; a 12000 x 12000 image is refused).
-        verbose: 0 (silent), 1 (a progress bar), 2 (a few plain lines) or `"auto"` (the bar
-            on a terminal, lines in a file or CI log): progress over the files not cached.
-            Defaults to `0`.
-
-    Returns:
-        A list of `FileCheck`, one per path, in the order given.
-
-    Raises:
-        ValueError: if `workers` or `max_pixels` is not a positive integer.
-
-    Example:
-
-    >>> import tempfile, pathlib, numpy as np
-    >>> from PIL import Image
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(d / "a.png")
-    >>> _ = (d / "b.jpg").write_bytes(b"")
-    >>> [(c.ok, c.reason) for c in check_files([d / "a.png", d / "b.jpg"], cache_dir=d / "c")]
-    [(True, ''), (False, 'empty file (0 bytes)')]
-    """
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    ):
         raise ValueError(
-            f"Expected `workers` to be a positive int or None. Received: workers={workers!r}"
+            "`image_size` must be an int or a (height, width) pair of ints, between 1 and "
+            f"{_MAX_IMAGE_SIZE} pixels per side. Received: image_size={given!r}"
         )
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(
-            f"Expected `max_pixels` to be a positive int. Received: max_pixels={max_pixels!r}"
-        )
-    resolve_verbose(verbose)  # a bad value raises even when every verdict is cached
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_file = cache_dir / "file-checks.json"
-    cached = _load_cache(cache_file)
-    paths = [os.path.abspath(os.fspath(p)) for p in paths]
-    stats, results, todo = {}, {}, []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            stats[p] = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            stats[p] = None
-        entry = cached.get(p)
-        if entry is not None and stats[p] is not None and entry["stat"] == stats[p]:
-            check = FileCheck(**entry["check"])
-            if check.ok and check.width * check.height > max_pixels:
-                results[p] = dataclasses.replace(
-                    check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
-                )
-                continue
-            if not check.ok or check.decoded_path == p or os.path.exists(check.decoded_path):
-                results[p] = check
-                continue
-        todo.append(p)
-    if todo:
-        from PIL import Image
+    return int(image_size[0]), int(image_size[1])
 
-        with warnings.catch_warnings(), ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            # Pillow warns about large images itself; the verdict's reason says it better.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fresh = list(progress(pool.map(lambda p: _check_one(p, max_pixels), todo),
-                                  "checking files", verbose, total=len(todo), unit="files"))
-        for check in fresh:
-            if check.ok and _needs_pillow(check):
-                check = _reencode(check, cache_dir / "converted")
-            results[check.path] = check
-            # A refusal by size depends on `max_pixels`: decided again on every call.
-            if stats[check.path] is not None and not check.reason.startswith("image too large"):
-                cached[check.path] = {"stat": stats[check.path], "check": dataclasses.asdict(check)}
-        _save_cache(cache_file, cached)
-    return [results[p] for p in paths]
+
+def _check_resize(resize: str) -> None:
+    """The one check of a `resize` argument (the loaders and `resize_image`)."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(
+            f"Expected `resize` to be one of {RESIZE_MODES}. Received: resize={resize!r}"
+        )
 
 
 def _decode_ratio(check: FileCheck, image_size: Sequence[int], resize: str) -> int:
@@ -495,10 +126,7 @@ def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -
     >>> tuple(resize_image(x, (16, 16), "pad").shape)
     (16, 16, 3)
     """
-    if mode not in RESIZE_MODES:
-        raise ValueError(
-            f"Expected `resize` to be one of {RESIZE_MODES}. Received: resize={mode!r}"
-        )
+    _check_resize(mode)
     th, tw = int(size[0]), int(size[1])
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)

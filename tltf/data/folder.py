@@ -15,18 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tltf.data.dataset import (
-    ImageDataset,
-    _check_resize,
-    _check_split_sizes,
-    _files_dataset,
-    _image_size,
-    _split_fractions,
-    _stratified_split,
-    _validated,
-)
-from tltf.data.decode import MAX_PIXELS, list_image_files
-from tltf.data.layout import class_folders, find_split_folders
+from tltf.data._splits import check_split_sizes, split_fractions, stratified_split
+from tltf.data.checks import MAX_PIXELS, _validated
+from tltf.data.dataset import ImageDataset, _files_dataset
+from tltf.data.decode import _check_resize, _image_size
+from tltf.data.layout import class_folders, find_split_folders, list_image_files
 
 __all__ = ["load_image_folder"]
 
@@ -73,7 +66,7 @@ def load_image_folder(
     - `path/train/<class>/...` with `path/validation/<class>/...` (or `val`, `valid`)
       and/or `path/test/<class>/...`: the given splits, in that order.
 
-    Every file is validated once (results cached, see `tltf.data.decode.check_files`); corrupt,
+    Every file is validated once (results cached, see `tltf.data.checks.check_files`); corrupt,
     truncated, empty and non-image files are left out with a warning and listed in
     `.skipped`, so training never stops on them. Files without an image extension
     (`README.txt`, `.DS_Store`) are ignored. EXIF orientation is honoured.
@@ -95,15 +88,15 @@ def load_image_folder(
         strict: bool. Raise on the first unusable file instead of leaving it out. Defaults
             to `False`.
         cache_dir: str, path or `None`. Where the validation cache and re-encoded files go.
-            Defaults to `tltf.data.decode.default_cache_dir()`.
+            Defaults to `tltf.data.checks.default_cache_dir()`.
         max_per_class: int or `None`. Use only the first `max_per_class` files (in sorted
             order) of each class folder of each split, e.g. to try a recipe in seconds
             before the real run. Defaults to `None` (all files).
         max_pixels: int. Images larger than this (width * height, read from the header
             before decoding) are left out as too large. Defaults to
-            `tltf.data.decode.MAX_PIXELS` (89,478,485, Pillow's limit).
+            `tltf.data.checks.MAX_PIXELS` (89,478,485, Pillow's limit).
         verbose: 0, 1, 2 or `"auto"`: progress of checking the files not checked before
-            (see `tltf.data.decode.check_files`). Defaults to `0`.
+            (see `tltf.data.checks.check_files`). Defaults to `0`.
 
     Returns:
         An `ImageDataset`, or a tuple `(train, validation[, test])` when splitting (or
@@ -144,7 +137,7 @@ def load_image_folder(
         raise ValueError(
             f"`max_per_class` must be a positive integer or None. Received: max_per_class={max_per_class!r}"
         )
-    fractions = _split_fractions(validation_split, test_split)
+    fractions = split_fractions(validation_split, test_split)
     splits = find_split_folders(root)
     if splits and validation_split is not None and "validation" in splits:
         raise ValueError(
@@ -209,8 +202,8 @@ def load_image_folder(
             f"{k}={v!r}" for k, v in (("validation_split", validation_split),
                                       ("test_split", test_split)) if v is not None
         )
-        _check_split_sizes(labels, names, fractions, str(class_root), argument)
-        parts = _stratified_split(np.asarray(labels), fractions, seed)
+        check_split_sizes(labels, names, fractions, str(class_root), argument)
+        parts = stratified_split(np.asarray(labels), fractions, seed)
         for part in parts:
             out.append(
                 _files_dataset(

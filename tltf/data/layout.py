@@ -1,7 +1,7 @@
-"""Folder layout discovery: which sub-folders are classes and which are splits.
+"""What a data folder holds: which sub-folders are classes, which are splits, which files images.
 
-One rule for every entry point (`load_image_folder`, `audit`, the command line), at the
-bottom of the package: it imports nothing from tltf.
+One rule for every entry point (`load_image_folder`, `audit`, `evaluate`, the command line),
+at the bottom of the package: it imports nothing from tltf.
 """
 
 from __future__ import annotations
@@ -9,7 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["class_folders", "find_split_folders"]
+__all__ = ["IMAGE_EXTENSIONS", "class_folders", "find_split_folders", "list_image_files"]
+
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+)
 
 _SPLIT_NAMES = {
     "train": ("train", "training"),
@@ -84,3 +97,45 @@ def find_split_folders(root: str | os.PathLike) -> dict[str, Path]:
             f"with the same class subfolders. Received: path={str(root)!r}"
         )
     return {}
+
+
+def list_image_files(folder: str | os.PathLike) -> list[str]:
+    """Image files under `folder` (recursively), sorted, by extension in any letter case.
+
+    Files without an image extension (`README.txt`, `.DS_Store`, `Thumbs.db`) and macOS
+    resource forks (`._name.jpg`) are ignored. An entry with an image extension that is not
+    a regular file (a FIFO, a device, a socket, a link to one of them) is listed all the
+    same, never opened here, so that `check_files` reports it by name instead of it
+    vanishing. Names that are not valid UTF-8 come back as `os.fsdecode` gives them.
+
+    Args:
+        folder: str or path. The folder to walk.
+
+    Returns:
+        Sorted list of file paths (str).
+
+    Raises:
+        FileNotFoundError: if `folder` is not a directory.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.JPG").write_bytes(b""); _ = (d / "notes.txt").write_text("x")
+    >>> [pathlib.Path(p).name for p in list_image_files(d)]
+    ['a.JPG']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Expected a folder of images, but {folder} is not a directory. "
+            f"Received: folder={str(folder)!r}"
+        )
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.startswith("._") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            found.append(os.path.join(root, name))
+    return sorted(found)

@@ -10,17 +10,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tltf.data.dataset import (
-    ImageDataset,
-    _check_resize,
-    _check_split_sizes,
-    _files_dataset,
-    _image_size,
-    _split_fractions,
-    _stratified_split,
-    _validated,
-)
-from tltf.data.decode import _as_rgb_uint8, resize_image
+from tltf.data._splits import check_split_sizes, split_fractions, stratified_split
+from tltf.data.checks import _validated
+from tltf.data.dataset import ImageDataset, _files_dataset
+from tltf.data.decode import _as_rgb_uint8, _check_resize, _image_size, resize_image
 
 __all__ = ["load_arrays", "load_csv", "load_tfds"]
 
@@ -56,7 +49,7 @@ def load_csv(
             labels (or `"0"`, `"1"`, ... for int labels).
         strict: bool. Raise on unusable files. Defaults to `False`.
         cache_dir: where the validation cache goes. Defaults to
-            `tltf.data.decode.default_cache_dir()`.
+            `tltf.data.checks.default_cache_dir()`.
 
     Returns:
         An `ImageDataset`, or `(train, validation)` with `validation_split`.
@@ -95,7 +88,7 @@ def load_csv(
             )
     size = _image_size(image_size)
     _check_resize(resize)
-    fractions = _split_fractions(validation_split, None)
+    fractions = split_fractions(validation_split, None)
     raw = frame[label_column].tolist()
     if class_names is None:
         if all(isinstance(v, (int, np.integer)) for v in raw):
@@ -135,9 +128,9 @@ def load_csv(
         )
     if not fractions:
         return _files_dataset(files, checks, labels, names, size, resize, bad)
-    _check_split_sizes(labels, names, fractions, "the table",
-                       f"validation_split={validation_split!r}")
-    train, val = _stratified_split(np.asarray(labels), fractions, seed)
+    check_split_sizes(labels, names, fractions, "the table",
+                      f"validation_split={validation_split!r}")
+    train, val = stratified_split(np.asarray(labels), fractions, seed)
     return tuple(
         _files_dataset(
             [files[i] for i in p],
@@ -219,7 +212,7 @@ def load_arrays(
             f"A classifier needs at least two classes. Received: class_names={names!r}"
         )
     _check_resize(resize)
-    fractions = _split_fractions(validation_split, None)
+    fractions = split_fractions(validation_split, None)
     x = _as_rgb_uint8(x)
     size = _image_size(image_size) if image_size is not None else (x.shape[1], x.shape[2])
     same = size == (x.shape[1], x.shape[2])
@@ -233,8 +226,8 @@ def load_arrays(
 
     if not fractions:
         return make(np.arange(len(x)))
-    _check_split_sizes(y, names, fractions, "the arrays", f"validation_split={validation_split!r}")
-    return tuple(make(p) for p in _stratified_split(y, fractions, seed))
+    check_split_sizes(y, names, fractions, "the arrays", f"validation_split={validation_split!r}")
+    return tuple(make(p) for p in stratified_split(y, fractions, seed))
 
 
 def _tfds_keys(features, image_key, label_key):
