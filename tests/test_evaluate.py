@@ -10,13 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tltf.evaluation.metrics import (
-    TemperatureScaling,
-    calibrate,
-    evaluate,
-    expected_calibration_error,
-    predict,
-)
+from tltf.evaluation.calibration import TemperatureScaling, calibrate
+from tltf.evaluation.metrics import evaluate, expected_calibration_error
+from tltf.evaluation.prediction import predict
 from tltf.models.heads import ClassificationHead
 
 # Six examples, three classes; the "images" are log-probabilities (1x1x3 pixels) and the

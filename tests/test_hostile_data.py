@@ -27,7 +27,8 @@ from tltf.data import checks, load_arrays, load_image_folder
 from tltf.data._batches import batches
 from tltf.data.checks import check_files
 from tltf.data.layout import list_image_files
-from tltf.evaluation.metrics import _read_files, evaluate, predict
+from tltf.evaluation.metrics import evaluate
+from tltf.evaluation.prediction import _read_files, predict
 
 
 @pytest.fixture(autouse=True)
