@@ -121,7 +121,7 @@ def test_the_tune_warm_start_reuses_a_head_saved_with_old_keys(tmp_path):
 
     import tltf
     from tltf.models.parts import head_of
-    from tltf.tune.tuner import TransferHyperModel, _head_key
+    from tltf.tune.hypermodel import TransferHyperModel, _head_key
 
     hypermodel = TransferHyperModel("mobilenet_v2", 2, image_size=32, weights=None,
                                     warm_start=tmp_path, head_epochs=1, seed=0)

@@ -1,4 +1,4 @@
-"""tltf.tune.tuner: the search space, the depth trials really train, warm start, resume, errors."""
+"""tltf.tune: the search space, the depth trials really train, warm start, resume, errors."""
 
 import json
 
@@ -10,7 +10,8 @@ from _tune_tiny import BLOCKS, NAME, tiny_backbone, tiny_data
 
 from tltf.backbones.registry import get_backbone
 from tltf.training import recipe as tltf_train
-from tltf.tune.tuner import SearchResult, TransferHyperModel, plot_search, search
+from tltf.tune.hypermodel import TransferHyperModel
+from tltf.tune.tuner import SearchResult, plot_search, search
 
 FAST = dict(head_epochs=1, finetune_epochs=1, batch_size=8, weights=None, verbose=0,
             backbone=NAME, num_classes=2)
