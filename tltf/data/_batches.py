@@ -69,7 +69,7 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
             cache: str | None = "memory") -> Batches:
     """Turns any accepted input form into batches.
 
-    Accepted forms: a `tltf.data.folder.ImageDataset` (prepared with `training`; read file by file
+    Accepted forms: a `tltf.ImageDataset` (prepared with `training`; read file by file
     in order with `in_order=True`), a batched `tf.data.Dataset` of `(images, labels)` (or of
     images when `labels=False`), a tuple `(images, labels)` of arrays, an array of images
     (when `labels=False`), and a generator or a function returning one (unless `fit=True`:
@@ -123,7 +123,7 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
         data = data() if callable(data) else data
         if isinstance(data, Iterator):
             return Batches(data, labels=labels, name=name)
-    forms = ("a tltf.data.folder.ImageDataset or a batched tf.data.Dataset of (images, labels)"
+    forms = ("a tltf.ImageDataset or a batched tf.data.Dataset of (images, labels)"
              + ("" if labels else " or of images") + ", a tuple (images, labels) of arrays"
              + ("" if labels else ", an array of images")
              + ("" if fit else ", or a generator (or a function returning one) of these"))

@@ -1,10 +1,9 @@
-"""Image sources as one `ImageDataset` type: class folders, CSV, arrays, TFDS.
+"""`load_image_folder`: a folder of class folders (or of split folders) as `ImageDataset`s.
 
-Every loader returns an `ImageDataset`: the class names in a fixed order (sorted folder
-names, or as given), per-class counts, the file list when there is one, the files left out
-with the reason, and a `tf.data.Dataset` of (uint8 image, int32 label) at `image_size`.
-`ImageDataset.prepare` turns it into batches. The folder loader lives here; the others in
-`tltf.data.sources` and `audit` in `tltf.data.auditing`.
+Like every source (the others are in `tltf.data.sources`), it returns an `ImageDataset`: the
+class names in a fixed order (sorted folder names, or as given), per-class counts, the file
+list, the files left out with the reason, and a `tf.data.Dataset` of (uint8 image, int32
+label) at `image_size`. `ImageDataset.prepare` turns it into batches.
 """
 
 from __future__ import annotations

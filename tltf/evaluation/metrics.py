@@ -215,7 +215,7 @@ def evaluate(model: keras.Model, data, *, class_names: Sequence[str] | None = No
     Args:
         model: keras.Model. A classifier taking raw pixels and returning class
             probabilities or logits (as recorded by its head, see `tltf.models.parts.head_of`).
-        data: a `tltf.data.folder.ImageDataset` (read in order, without shuffling), a batched
+        data: a `tltf.ImageDataset` (read in order, without shuffling), a batched
             `tf.data.Dataset` of `(images, labels)`, a tuple `(images, labels)` of arrays,
             or a generator (or a function returning one) of `(images, labels)` batches.
             Labels are integers or one-hot vectors.

@@ -104,7 +104,7 @@ def class_weight_of(option, train):
         if not hasattr(train, "class_weight"):
             raise ValueError(
                 "`class_weight='balanced'` needs class counts, which only a "
-                "tltf.data.folder.ImageDataset has; pass a dict {class index: weight} instead. "
+                "tltf.ImageDataset has; pass a dict {class index: weight} instead. "
                 f"Received: class_weight={option!r}"
             )
         return train.class_weight()

@@ -121,7 +121,7 @@ def fine_tune(
 
     Args:
         model: keras.Model. A classifier from `tltf.build_classifier`.
-        train: `tltf.data.folder.ImageDataset` (its `prepare` is called with `batch_size` and
+        train: `tltf.ImageDataset` (its `prepare` is called with `batch_size` and
             `seed`), a batched `tf.data.Dataset` of `(images, labels)`, or a tuple
             `(images, labels)` of arrays (shuffled with `seed`).
         val: same types as `train`, or None (no early stopping, no best epoch). Defaults to
