@@ -124,6 +124,7 @@ def train(args) -> int:
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
     train_cfg.setdefault("seed", args.seed)
+    model_cfg.setdefault("seed", args.seed)  # the same seed builds the same initial model
     if args.tensorboard:
         train_cfg["tensorboard"] = True
     export_cfg = dict(config["export"])

@@ -85,7 +85,11 @@ def build_classifier(
         dtype_policy: str or `None`. A Keras dtype policy to build under, e.g.
             `"mixed_bfloat16"`; the global policy is restored afterwards. Defaults to `None`
             (the current global policy).
-        seed: int or `None`. Seed of the in-model augmentation. Defaults to `None`.
+        seed: int or `None`. Makes the build repeatable: Keras' global random seed is set
+            to it (`keras.utils.set_random_seed`) before any layer is created, so the same seed
+            gives the same initial head (and backbone, with `weights=None`), dropout and
+            in-model augmentation. Pass the same seed to `fine_tune` and two runs give the
+            same history. Defaults to `None` (fresh random weights each time).
         name: str or `None`. Model name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
@@ -107,6 +111,11 @@ def build_classifier(
     """
     if pooling not in ("avg", "max"):
         raise ValueError(f"`pooling` must be 'avg' or 'max'. Received: pooling={pooling!r}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError("`seed` must be a non-negative int (or None for random initial "
+                             f"weights). Received: seed={seed!r}")
+        keras.utils.set_random_seed(seed)
     with dtype_policy_scope(dtype_policy):
         if isinstance(backbone, keras.Model):
             spec = None

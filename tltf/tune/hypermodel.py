@@ -97,7 +97,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         warm_start: str, `Path` or `None`. A directory for phase-1 head weights; when set,
             phase 1 runs once per distinct head setting and later trials load its weights.
         class_names: list of str or `None`. Stored in the head.
-        seed: int or `None`. Seed for training.
+        seed: int or `None`. Seed of every trial's model and training. Defaults to `None`.
 
     Raises:
         ValueError: if a knob is malformed or `unfreeze_blocks` exceeds the backbone's
@@ -216,6 +216,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         model = build_classifier(
             k["backbone"], self.num_classes, image_size=self.image_size, weights=self.weights,
             dropout=k["dropout"], augment=k["augment"], class_names=self.class_names,
+            seed=self.seed,
         )
         compile_classifier(model, learning_rate=k["head_lr"], label_smoothing=k["label_smoothing"])
         return model
