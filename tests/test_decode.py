@@ -1,7 +1,7 @@
 """Validation pass and decoding: every format right, bad files named, the cache honest."""
 
-import json
 import os
+import sqlite3
 
 import numpy as np
 import pytest
@@ -88,8 +88,9 @@ def test_extension_mismatch_flagged(checks):
 
 def test_cache_reused_and_invalidated(odd, checks, monkeypatch):
     cache, by_name = checks
-    entries = json.loads((cache / "file-checks.json").read_text())["files"]
-    assert len(entries) == len(by_name)
+    with sqlite3.connect(cache / "file-checks.sqlite") as db:
+        (rows,) = db.execute("SELECT COUNT(*) FROM checks").fetchone()
+    assert rows == len(by_name)
     calls = []
     original = checks_module._check_one
     monkeypatch.setattr(checks_module, "_check_one", lambda p, *a: calls.append(p) or original(p, *a))

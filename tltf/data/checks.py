@@ -4,9 +4,9 @@ A folder collected by hand holds more than clean JPEGs: CMYK and progressive JPE
 photos whose pixels are stored sideways with an EXIF orientation tag, palette or 16-bit
 PNGs, GIFs, BMPs, WebPs, and also empty, truncated or mis-named files and `.DS_Store`.
 `check_files` reads every candidate once with Pillow (JPEGs at 1/8 scale, so it is fast),
-records what it found in a JSON cache keyed by path, size and modification time, and says
-for each file whether TensorFlow can decode it as it is. The few files TensorFlow would get
-wrong (EXIF-rotated JPEGs, palette BMPs, TIFF) are re-encoded once to PNG beside the cache,
+records what it found in a cache (an SQLite database, one row per file, keyed by path, size
+and modification time; see `tltf.data._check_store`), and says for each file whether
+TensorFlow can decode it as it is. The few files TensorFlow would get wrong (EXIF-rotated JPEGs, palette BMPs, TIFF) are re-encoded once to PNG beside the cache,
 so the training pipeline itself decodes everything with `tf.io` in parallel
 (`tltf.data.decode`), and no epoch dies on a bad file.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import stat
+import time
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +26,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tltf._io import atomic_path, atomic_write
+from tltf._io import atomic_path
 from tltf._progress import progress, resolve_verbose
 from tltf._warn import warn
+from tltf.data._check_store import CheckStore
 
 __all__ = ["MAX_PIXELS", "FileCheck", "check_files", "default_cache_dir"]
 
@@ -45,6 +46,7 @@ _FORMAT_EXTENSIONS = {
 _JPEG_FORMATS = ("JPEG", "MPO")
 _CACHE_VERSION = 2  # 2: verdicts also say whether tf.io decodes GIF/BMP/WebP as they are
 _ORIENTATION_TAG = 0x0112
+_FLUSH_SECONDS = 1.0  # at most this long between two writes of fresh verdicts to the cache
 # Pillow's own decompression-bomb threshold: about 9459 x 9459 pixels, a 268 MB RGB array.
 MAX_PIXELS = 89_478_485
 _MAX_FILE_BYTES = 256 * 2**20  # no photo is larger; bounds the memory one file can take
@@ -240,21 +242,6 @@ def _reencode(check: FileCheck, folder: Path) -> FileCheck:
     return dataclasses.replace(check, decoded_path=str(target))
 
 
-def _load_cache(file: Path) -> dict:
-    try:
-        content = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return {}
-    if content.get("version") != _CACHE_VERSION:
-        return {}
-    return content.get("files", {})
-
-
-def _save_cache(file: Path, entries: dict) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(file, json.dumps({"version": _CACHE_VERSION, "files": entries}))
-
-
 def check_files(
     paths: Iterable[str | os.PathLike],
     *,
@@ -267,8 +254,13 @@ def check_files(
 
     Every file is opened with Pillow and fully decoded (JPEGs at 1/8 scale), so empty,
     truncated, corrupt and non-image files are found before training. Verdicts are cached in
-    `cache_dir/file-checks.json`, keyed by absolute path, size and modification time, so a
-    second load of the same folder reads no image. Files TensorFlow would decode wrongly
+    `cache_dir/file-checks.sqlite`, one row per file keyed by absolute path, size and
+    modification time, written in small transactions while the pass runs: a second call over
+    the same folder reads no image (it stats each file and reads its row), a changed file is
+    checked again, an interrupted pass keeps what it had done, and several processes may
+    check the same folder at once. A cache that cannot be used (corrupt, read-only, locked
+    for more than 30 s) is left aside with one warning, and the files are checked without
+    it. Files TensorFlow would decode wrongly
     or not at all (EXIF-rotated JPEGs, palette and 16-bit BMPs, TIFF, any GIF, BMP or WebP
     that `tf.io` rejects when tried here) are re-encoded upright to PNG in
     `cache_dir/converted/`, so every file that passes decodes in the pipeline.
@@ -314,45 +306,57 @@ def check_files(
         )
     resolve_verbose(verbose)  # a bad value raises even when every verdict is cached
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_file = cache_dir / "file-checks.json"
-    cached = _load_cache(cache_file)
     paths = [os.path.abspath(os.fspath(p)) for p in paths]
     stats, results, todo = {}, {}, []
     for p in paths:
         try:
             st = os.stat(p)
-            stats[p] = [st.st_size, st.st_mtime_ns]
+            stats[p] = (st.st_size, st.st_mtime_ns)
         except OSError:
             stats[p] = None
-        entry = cached.get(p)
-        if entry is not None and stats[p] is not None and entry["stat"] == stats[p]:
-            check = FileCheck(**entry["check"])
-            if check.ok and check.width * check.height > max_pixels:
-                results[p] = dataclasses.replace(
-                    check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
-                )
-                continue
-            if not check.ok or check.decoded_path == p or os.path.exists(check.decoded_path):
-                results[p] = check
-                continue
-        todo.append(p)
-    if todo:
-        from PIL import Image
+    store = CheckStore(cache_dir, _CACHE_VERSION)
+    try:
+        rows = store.get([p for p in paths if stats[p] is not None]) if paths else {}
+        for p in paths:
+            row = rows.get(p)
+            if row is not None and (row[0], row[1]) == stats[p]:
+                check = FileCheck(p, *row[2])
+                if check.ok and check.width * check.height > max_pixels:
+                    results[p] = dataclasses.replace(
+                        check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
+                    )
+                    continue
+                if not check.ok or check.decoded_path == p or os.path.exists(check.decoded_path):
+                    results[p] = check
+                    continue
+            todo.append(p)
+        if todo:
+            _check_todo(todo, results, stats, store, cache_dir, workers, max_pixels, verbose)
+    finally:
+        store.close()
+    return [results[p] for p in paths]
 
-        with warnings.catch_warnings(), ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            # Pillow warns about large images itself; the verdict's reason says it better.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fresh = list(progress(pool.map(lambda p: _check_one(p, max_pixels), todo),
-                                  "checking files", verbose, total=len(todo), unit="files"))
-        for check in fresh:
+
+def _check_todo(todo, results, stats, store, cache_dir, workers, max_pixels, verbose) -> None:
+    """Checks the files without a valid row, storing verdicts in small batches as they come."""
+    from PIL import Image
+
+    last_flush = time.monotonic()
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        # Pillow warns about large images itself; the verdict's reason says it better.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        fresh = pool.map(lambda p: _check_one(p, max_pixels), todo)
+        for check in progress(fresh, "checking files", verbose, total=len(todo), unit="files"):
             if check.ok and _needs_pillow(check):
                 check = _reencode(check, cache_dir / "converted")
             results[check.path] = check
             # A refusal by size depends on `max_pixels`: decided again on every call.
             if stats[check.path] is not None and not check.reason.startswith("image too large"):
-                cached[check.path] = {"stat": stats[check.path], "check": dataclasses.asdict(check)}
-        _save_cache(cache_file, cached)
-    return [results[p] for p in paths]
+                fields = dataclasses.astuple(check)[1:]
+                store.put(check.path, *stats[check.path], list(fields))
+            if time.monotonic() - last_flush > _FLUSH_SECONDS:  # an interrupted pass keeps these
+                store.flush()
+                last_flush = time.monotonic()
 
 
 def _validated(

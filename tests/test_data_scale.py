@@ -1,0 +1,136 @@
+"""Data at scale: the SQLite check cache (incremental, shared by processes, never fatal)."""
+
+import dataclasses
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tltf.data import _check_store
+from tltf.data import checks as checks_module
+from tltf.data.checks import FileCheck, check_files
+
+
+def _jpegs(folder, n, size=(24, 32)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        path = folder / f"{i:03d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+        files.append(str(path))
+    return files
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The paths the per-file check opens, in order."""
+    calls = []
+    original = checks_module._check_one
+    monkeypatch.setattr(checks_module, "_check_one",
+                        lambda p, *a: calls.append(p) or original(p, *a))
+    return calls
+
+
+def test_stored_fields_follow_file_check():
+    assert _check_store._FIELDS == tuple(f.name for f in dataclasses.fields(FileCheck))[1:]
+
+
+def test_second_pass_reads_no_image_and_a_changed_file_is_checked_again(tmp_path, counted):
+    files = _jpegs(tmp_path / "a", 6)
+    (tmp_path / "a" / "bad.jpg").write_bytes(b"not a jpeg")
+    files.append(str(tmp_path / "a" / "bad.jpg"))
+    first = check_files(files, cache_dir=tmp_path / "c")
+    assert len(counted) == 7
+    assert (tmp_path / "c" / "file-checks.sqlite").is_file()
+    counted.clear()
+    assert check_files(files, cache_dir=tmp_path / "c") == first
+    assert counted == []  # only stats and rows
+    st = os.stat(files[2])
+    os.utime(files[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    check_files(files, cache_dir=tmp_path / "c")
+    assert counted == [files[2]]
+
+
+@pytest.mark.slow
+def test_two_processes_check_one_folder_at_once(tmp_path):
+    files = _jpegs(tmp_path / "a", 40)
+    (tmp_path / "a" / "empty.jpg").write_bytes(b"")
+    files.append(str(tmp_path / "a" / "empty.jpg"))
+    (tmp_path / "files.json").write_text(json.dumps(files))
+    script = (
+        "import json, pathlib, sys, time\n"
+        "from tltf.data.checks import check_files\n"
+        "files = json.load(open(sys.argv[1]))\n"
+        "ready = pathlib.Path(sys.argv[2]).parent\n"
+        "(ready / f'ready{sys.argv[3]}').touch()\n"
+        "while not all((ready / f'ready{i}').exists() for i in range(2)):\n"
+        "    time.sleep(0.01)\n"  # both start checking together, both imports done
+        "result = check_files(files, cache_dir=sys.argv[2], workers=1)\n"
+        "print(json.dumps([[c.ok, c.reason] for c in result]))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-W", "error::UserWarning", "-c", script,
+                               str(tmp_path / "files.json"), str(tmp_path / "c"), str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    expected = [[True, ""]] * 40 + [[False, "empty file (0 bytes)"]]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == expected
+    with sqlite3.connect(tmp_path / "c" / "file-checks.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM checks").fetchone()[0] == 41
+
+
+def test_corrupt_cache_falls_back_with_one_warning(tmp_path, counted):
+    files = _jpegs(tmp_path / "a", 3)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "file-checks.sqlite").write_bytes(b"garbage " * 1000)
+    with pytest.warns(UserWarning, match="file-check cache .* cannot be used") as caught:
+        result = check_files(files, cache_dir=tmp_path / "c")
+    assert len([w for w in caught if "file-check cache" in str(w.message)]) == 1
+    assert [c.ok for c in result] == [True] * 3
+    assert len(counted) == 3
+
+
+def test_locked_cache_falls_back_with_one_warning(tmp_path, counted, monkeypatch):
+    files = _jpegs(tmp_path / "a", 3)
+    check_files(files[:1], cache_dir=tmp_path / "c")
+    monkeypatch.setattr(_check_store, "_TIMEOUT", 0.1)
+    holder = sqlite3.connect(tmp_path / "c" / "file-checks.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the timeout
+    try:
+        counted.clear()
+        with pytest.warns(UserWarning, match="cannot be used .*locked") as caught:
+            result = check_files(files, cache_dir=tmp_path / "c")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len([w for w in caught if "file-check cache" in str(w.message)]) == 1
+    assert [c.ok for c in result] == [True] * 3
+    assert counted == files[1:]  # the row of the first file was still read
+
+
+def test_old_json_cache_is_migrated_and_a_broken_one_ignored(tmp_path, counted):
+    files = _jpegs(tmp_path / "a", 3)
+    old = check_files(files, cache_dir=tmp_path / "c1")
+    entries = {c.path: {"stat": [os.stat(c.path).st_size, os.stat(c.path).st_mtime_ns],
+                        "check": dataclasses.asdict(c)} for c in old}
+    (tmp_path / "c2").mkdir()
+    (tmp_path / "c2" / "file-checks.json").write_text(
+        json.dumps({"version": checks_module._CACHE_VERSION, "files": entries}))
+    counted.clear()
+    assert check_files(files, cache_dir=tmp_path / "c2") == old
+    assert counted == []
+    (tmp_path / "c3").mkdir()
+    (tmp_path / "c3" / "file-checks.json").write_text('{"version": 2, "files": [1, ')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_files(files, cache_dir=tmp_path / "c3") == old
+    assert len(counted) == 3
