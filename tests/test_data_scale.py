@@ -134,3 +134,77 @@ def test_old_json_cache_is_migrated_and_a_broken_one_ignored(tmp_path, counted):
         warnings.simplefilter("error")
         assert check_files(files, cache_dir=tmp_path / "c3") == old
     assert len(counted) == 3
+
+
+# --------------------------------------------------------------------------- cache="auto"
+
+
+class _Memory:
+    def __init__(self, available):
+        self.available = available
+
+
+class _Disk:
+    def __init__(self, free):
+        self.free = free
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from tltf.data import load_arrays
+
+    x = np.random.default_rng(0).integers(0, 255, (10, 16, 16, 3), dtype=np.uint8)
+    return load_arrays(x, np.arange(10) % 2)
+
+
+def _images(ds):
+    return np.concatenate([x.numpy() for x, _ in ds])
+
+
+def test_auto_cache_is_memory_when_it_fits(tiny, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = tiny.prepare(training=False, batch_size=4, cache_dir=tmp_path)
+        assert _images(ds).shape == (10, 16, 16, 3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_cache_small_budget_goes_to_disk(tiny, tmp_path, monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: _Memory(1000))
+    with pytest.warns(UserWarning, match=r"caches the decoded images on disk in .* \(the decoded 10 images at 16x16 take 0 MB, more than 25% of the 0 MB "
+                      r"of memory available\)"):
+        ds = tiny.prepare(training=False, batch_size=4, cache_dir=tmp_path)
+    expected = _images(tiny.prepare(training=False, batch_size=4, cache=None))
+    np.testing.assert_array_equal(_images(ds), expected)
+    np.testing.assert_array_equal(_images(ds), expected)  # the second epoch reads the file
+    (folder,) = tmp_path.glob("tltf-data-cache-*")
+    assert any(p.name.startswith("images") and p.name.endswith(".index")
+               for p in folder.iterdir())
+
+
+def test_auto_cache_small_budget_and_no_disk_streams(tiny, tmp_path, monkeypatch):
+    import psutil
+
+    from tltf.data import _cache_choice
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: _Memory(1000))
+    monkeypatch.setattr(_cache_choice.shutil, "disk_usage", lambda path: _Disk(free=100))
+    with pytest.warns(UserWarning, match=r"decodes the images again every epoch \(streaming, no "
+                      r"cache\): the decoded 10 images at 16x16 take .* more than 25% of .* "
+                      r"memory available, and more than 50% of the 0 MB free on the disk of"):
+        ds = tiny.prepare(training=True, batch_size=4, cache_dir=tmp_path, seed=0)
+    assert _images(ds).shape == (10, 16, 16, 3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explicit_disk_cache_goes_under_cache_dir(tiny, tmp_path):
+    ds = tiny.prepare(training=False, batch_size=4, cache="disk", cache_dir=tmp_path)
+    _images(ds)
+    assert len(list(tmp_path.glob("tltf-data-cache-*/images*"))) >= 1
+
+
+def test_bad_cache_raises(tiny):
+    with pytest.raises(ValueError, match="'auto', 'memory', 'disk'"):
+        tiny.prepare(training=False, cache=3)

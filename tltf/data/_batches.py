@@ -66,7 +66,7 @@ class Batches:
 def batches(data, name: str = "data", *, training: bool = False, batch_size: int = 32,
             seed: int | None = None, labels: bool = True, num_classes: int | None = None,
             fit: bool = False, in_order: bool = False, shuffle: bool | None = None,
-            cache: str | None = "memory") -> Batches:
+            cache: str | None = "auto", cache_dir=None) -> Batches:
     """Turns any accepted input form into batches.
 
     Accepted forms: a `tltf.ImageDataset` (prepared with `training`; read file by file
@@ -91,7 +91,9 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
         in_order: bool. Read an `ImageDataset` in order without dropping a file (results
             reported per file). Defaults to `False`.
         shuffle: bool or None. Shuffle an `ImageDataset` (defaults to `training`).
-        cache: str or None. `ImageDataset.prepare`'s cache. Defaults to `"memory"`.
+        cache: str or None. `ImageDataset.prepare`'s cache. Defaults to `"auto"`.
+        cache_dir: str, path or None. `ImageDataset.prepare`'s `cache_dir` (a run folder).
+            Defaults to `None` (the temp folder).
 
     Returns:
         A `Batches`.
@@ -108,7 +110,8 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
     [2, 2, 1]
     """
     if hasattr(data, "prepare") and hasattr(data, "class_names"):  # an ImageDataset
-        return _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, cache)
+        return _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, cache,
+                              cache_dir)
     if isinstance(data, tf.data.Dataset):
         return _tf_dataset(data, name, training, labels, num_classes, fit)
     if isinstance(data, tuple) and len(data) == 2 and not callable(data[0]):
@@ -142,7 +145,7 @@ def _empty(name, training, received):
             f"Check the folder, the split arguments or the arrays. Received: {received}")
 
 
-def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, cache):
+def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, cache, cache_dir):
     size = len(data) if hasattr(data, "__len__") else None
     if size == 0:
         raise ValueError(_empty(name, training, f"len({name})=0"))
@@ -155,6 +158,8 @@ def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, ca
         # Never drops an image: results are attributed to `files` by position.
         return Batches(_batches_in_order(data, batch_size), files=data.files, **common)
     options = {} if shuffle is None else {"shuffle": shuffle}
+    if cache_dir is not None:
+        options["cache_dir"] = cache_dir
     ds = data.prepare(training=training, batch_size=batch_size, seed=seed, cache=cache, **options)
     return Batches(ds, **common)  # no files: prepare() may leave out a broken one
 

@@ -8,12 +8,14 @@ cache of the decoded images, per-epoch reshuffle, optional augmentation, prefetc
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tltf.data._cache_choice import choose_cache, new_cache_prefix
 from tltf.data.augment import Policy, batch_augmenter
 from tltf.data.decode import _decode_ratio, decode_image_file, resize_image
 
@@ -134,7 +136,8 @@ class ImageDataset:
         *,
         training: bool,
         batch_size: int = 32,
-        cache: str | os.PathLike | None = "memory",
+        cache: str | os.PathLike | None = "auto",
+        cache_dir: str | os.PathLike | None = None,
         augment: Policy = None,
         seed: int | None = None,
         shuffle: bool | None = None,
@@ -145,17 +148,26 @@ class ImageDataset:
         """Batches for `fit`, `evaluate` or `predict`: decode, cache, shuffle, augment, prefetch.
 
         Images are decoded and resized in parallel; with a cache they are decoded once, so
-        later epochs only read memory or the cache file. Shuffling happens every epoch
+        later epochs only read memory or the cache file. By default the cache is in memory
+        when it fits, on disk when it does not (see `cache`). Shuffling happens every epoch
         (seeded when `seed` is given). Augmentation runs after the cache, on whole batches.
 
         Args:
             training: bool. `True` shuffles (unless `shuffle` says otherwise) and allows
                 augmentation; `False` keeps the dataset order.
             batch_size: int. Defaults to `32`.
-            cache: `"memory"`, a file path prefix (`tf.data` cache files, for data sets
-                larger than memory; use one prefix per data set and image size, since an
-                existing complete cache is read back as it is), or `None` (decode every
-                epoch). Defaults to `"memory"`.
+            cache: `"auto"`, `"memory"`, `"disk"`, a file path prefix, or `None`. Where
+                the decoded images are kept after the first epoch. `"auto"` chooses memory
+                when the decoded set (N x H x W x 3 bytes) fits 25% of the memory available
+                now, else `"disk"` when it fits half the free space of `cache_dir`'s disk,
+                else `None`, and warns once with the figures when it does not choose memory.
+                `"disk"` writes `tf.data` cache files into a new folder under `cache_dir`,
+                removed when the process ends. A path prefix writes the cache files there
+                and keeps them (use one prefix per data set and image size, since an
+                existing complete cache is read back as it is). `None` decodes every epoch.
+                Defaults to `"auto"`.
+            cache_dir: str, path or `None`. The folder of a `"disk"` (or `"auto"` on disk)
+                cache, e.g. the run folder. Defaults to the temp folder.
             augment: a policy name, list of ops or layer (see
                 `tltf.data.augment.augmentation_layers`), applied in `tf.data`. Only with
                 `training=True`. Defaults to `None`.
@@ -193,7 +205,7 @@ class ImageDataset:
             )
         if cache is not None and not isinstance(cache, (str, os.PathLike)):
             raise ValueError(
-                "Expected `cache` to be 'memory', a file path prefix or None. "
+                "Expected `cache` to be 'auto', 'memory', 'disk', a file path prefix or None. "
                 f"Received: cache={cache!r}"
             )
         if augment is not None and augment != "none" and not training:
@@ -205,6 +217,13 @@ class ImageDataset:
         shuffle = training if shuffle is None else shuffle
         if deterministic is None:
             deterministic = seed is not None or not training
+        if cache == "auto":
+            h, w = self.image_size
+            cache = choose_cache(len(self) * self._image_bytes, cache_dir,
+                                 f"{len(self):,} images at {h}x{w}")
+        elif cache == "disk":
+            cache = os.fspath(new_cache_prefix(
+                Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())))
 
         ds = self._records
         if shuffle:
