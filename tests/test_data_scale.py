@@ -208,3 +208,74 @@ def test_explicit_disk_cache_goes_under_cache_dir(tiny, tmp_path):
 def test_bad_cache_raises(tiny):
     with pytest.raises(ValueError, match="'auto', 'memory', 'disk'"):
         tiny.prepare(training=False, cache=3)
+
+
+# --------------------------------------------------------------------------- remote folders
+
+
+def _ram_folder(name, per_class=4):
+    """A class folder on TensorFlow's in-memory file system, written with tf.io.gfile."""
+    import io
+
+    import tensorflow as tf
+
+    root = f"ram://{name}"
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        tf.io.gfile.makedirs(f"{root}/{label}")
+        for i in range(per_class):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buffer, "JPEG")
+            with tf.io.gfile.GFile(f"{root}/{label}/{i}.jpg", "wb") as f:
+                f.write(buffer.getvalue())
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: re-encoded upright to a local PNG by the check
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buffer, "JPEG",
+                                                                             exif=exif)
+    with tf.io.gfile.GFile(f"{root}/cat/rotated.jpg", "wb") as f:
+        f.write(buffer.getvalue())
+    with tf.io.gfile.GFile(f"{root}/dog/broken.jpg", "wb") as f:
+        f.write(b"\xff\xd8 not really")
+    with tf.io.gfile.GFile(f"{root}/dog/notes.txt", "wb") as f:
+        f.write(b"ignored")
+    return root
+
+
+def test_remote_folder_loads_checks_once_and_trains(tmp_path, counted):
+    import keras
+
+    from tltf.data import load_image_folder
+    from tltf.data.layout import class_folders, list_image_files
+
+    root = _ram_folder("tltf-test-remote")
+    assert class_folders(root) == ["cat", "dog"]
+    assert list_image_files(f"{root}/dog") == [f"{root}/dog/{n}.jpg" for n in
+                                               ("0", "1", "2", "3", "broken")]
+    with pytest.warns(UserWarning, match=r"(?s)Left out 1 unusable file.*ram://tltf-test-remote/dog/"
+                      r"broken.jpg: not an image"):
+        train, val = load_image_folder(root, image_size=32, validation_split=0.5, seed=0,
+                                       cache_dir=tmp_path / "c")
+    assert train.class_counts == {"cat": 3, "dog": 2} and len(val) == 4
+    assert all(f.startswith("ram://tltf-test-remote/") for f in train.files + val.files)
+    (rotated,) = check_files([f"{root}/cat/rotated.jpg"], cache_dir=tmp_path / "c")
+    assert rotated.orientation == 6 and rotated.decoded_path.startswith(str(tmp_path / "c"))
+    x, y = next(iter(train.prepare(training=True, batch_size=5, seed=0)))
+    assert tuple(x.shape) == (5, 32, 32, 3) and float(np.ptp(x.numpy())) > 0
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert np.isfinite(model.train_on_batch(x, y))  # one training step on remote images
+    counted.clear()
+    with pytest.warns(UserWarning, match="Left out 1 unusable file"):
+        load_image_folder(root, image_size=32, cache_dir=tmp_path / "c")
+    assert counted == []  # the verdicts of the remote files come from the cache
+
+
+def test_remote_missing_folder_and_file(tmp_path):
+    from tltf.data import load_image_folder
+
+    with pytest.raises(FileNotFoundError, match="ram://tltf-nothing-here does not exist"):
+        load_image_folder("ram://tltf-nothing-here", cache_dir=tmp_path)
+    (check,) = check_files(["ram://tltf-nothing-here/a.jpg"], cache_dir=tmp_path)
+    assert not check.ok and check.reason.startswith("cannot be read: NotFoundError")

@@ -29,6 +29,7 @@ import tensorflow as tf
 from tltf._io import atomic_path
 from tltf._progress import progress, resolve_verbose
 from tltf._warn import warn
+from tltf.data import _fs
 from tltf.data._check_store import CheckStore
 
 __all__ = ["MAX_PIXELS", "FileCheck", "check_files", "default_cache_dir"]
@@ -134,25 +135,34 @@ def _kind(mode: int) -> str:
 def _check_one(path: str, max_pixels: int = MAX_PIXELS) -> FileCheck:
     from PIL import Image, UnidentifiedImageError
 
+    remote = _fs.is_remote(path)
     try:
-        st = os.stat(path)  # follows links: a link to /dev/zero is a character device
+        if remote:
+            regular, size, _ = _fs.stat(path)
+            kind = "directory"
+        else:
+            st = os.stat(path)  # follows links: a link to /dev/zero is a character device
+            regular, size, kind = stat.S_ISREG(st.st_mode), st.st_size, _kind(st.st_mode)
     except OSError as e:
         return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
-    if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO blocks, /dev/zero never ends
-        return FileCheck(path, False, f"not a regular file ({_kind(st.st_mode)})")
-    if st.st_size > _MAX_FILE_BYTES:
+    if not regular:  # never opened: a FIFO blocks, /dev/zero never ends
+        return FileCheck(path, False, f"not a regular file ({kind})")
+    if size > _MAX_FILE_BYTES:
         return FileCheck(
-            path, False, f"file too large ({st.st_size / 2**20:.0f} MB; the limit for one "
+            path, False, f"file too large ({size / 2**20:.0f} MB; the limit for one "
             f"image file is {_MAX_FILE_BYTES // 2**20} MB)"
         )
     try:
-        with open(path, "rb") as f:
-            data = f.read(st.st_size + 1)  # +1 shows growth; read(n) allocates n bytes
+        if remote:
+            data = _fs.read_bytes(path, size + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(size + 1)  # +1 shows growth; read(n) allocates n bytes
     except OSError as e:
         return FileCheck(path, False, f"cannot be read: {e.strerror or e}")
     if not data:
         return FileCheck(path, False, "empty file (0 bytes)")
-    if len(data) > st.st_size:
+    if len(data) > size:
         return FileCheck(path, False, "file changed while being read; check it again")
     sha1 = hashlib.sha1(data).hexdigest()
     try:
@@ -231,7 +241,9 @@ def _reencode(check: FileCheck, folder: Path) -> FileCheck:
 
     target = folder / f"{check.sha1}.png"
     if not target.exists():
-        with Image.open(check.path) as image:
+        source = io.BytesIO(_fs.read_bytes(check.path, _MAX_FILE_BYTES)) if _fs.is_remote(
+            check.path) else check.path
+        with Image.open(source) as image:
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 image = image.point(lambda v: v / 257).convert("L")
@@ -306,12 +318,15 @@ def check_files(
         )
     resolve_verbose(verbose)  # a bad value raises even when every verdict is cached
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    paths = [os.path.abspath(os.fspath(p)) for p in paths]
+    paths = [os.fspath(p) if _fs.is_remote(p) else os.path.abspath(os.fspath(p)) for p in paths]
     stats, results, todo = {}, {}, []
     for p in paths:
         try:
-            st = os.stat(p)
-            stats[p] = (st.st_size, st.st_mtime_ns)
+            if _fs.is_remote(p):
+                stats[p] = _fs.stat(p)[1:]
+            else:
+                st = os.stat(p)
+                stats[p] = (st.st_size, st.st_mtime_ns)
         except OSError:
             stats[p] = None
     store = CheckStore(cache_dir, _CACHE_VERSION)

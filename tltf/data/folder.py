@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tltf.data._fs import as_path
 from tltf.data._splits import check_split_sizes, split_fractions, stratified_split
 from tltf.data.checks import MAX_PIXELS, _validated
 from tltf.data.dataset import ImageDataset, _files_dataset
@@ -122,7 +123,7 @@ def load_image_folder(
     >>> data.class_names, data.class_counts
     (['cat', 'dog'], {'cat': 3, 'dog': 3})
     """
-    root = Path(path)
+    root = as_path(path)  # a gs://, s3:// or ram:// folder is read through tf.io.gfile
     if not root.is_dir():
         raise FileNotFoundError(
             f"Expected a folder with one subfolder per class, but {root} does not exist or is not "

@@ -1,13 +1,16 @@
 """What a data folder holds: which sub-folders are classes, which are splits, which files images.
 
 One rule for every entry point (`load_image_folder`, `audit`, `evaluate`, the command line),
-at the bottom of the package: it imports nothing from tltf.
+at the bottom of the package: it imports nothing from tltf but `tltf.data._fs`, which lets a
+`gs://`, `s3://` or `ram://` folder be listed like a local one.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from tltf.data._fs import as_path, is_remote
 
 __all__ = ["IMAGE_EXTENSIONS", "class_folders", "find_split_folders", "list_image_files"]
 
@@ -43,7 +46,7 @@ def class_folders(root: str | os.PathLike) -> list[str]:
     >>> class_folders(root)
     ['cat', 'dog']
     """
-    root = Path(root)
+    root = as_path(root)
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
@@ -78,7 +81,7 @@ def find_split_folders(root: str | os.PathLike) -> dict[str, Path]:
     >>> find_split_folders(root / "plain")  # a class named test holds images, not classes
     {}
     """
-    root = Path(root)
+    root = as_path(root)
     found = {}
     for split, names in _SPLIT_NAMES.items():
         for name in names:
@@ -125,17 +128,18 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
     >>> [pathlib.Path(p).name for p in list_image_files(d)]
     ['a.JPG']
     """
-    folder = Path(folder)
+    folder = as_path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Expected a folder of images, but {folder} is not a directory. "
             f"Received: folder={str(folder)!r}"
         )
     found = []
-    for root, dirs, names in os.walk(folder):
+    remote = is_remote(folder)
+    for root, dirs, names in folder.walk() if remote else os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if name.startswith("._") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            found.append(os.path.join(root, name))
+            found.append(f"{root}/{name}" if remote else os.path.join(root, name))
     return sorted(found)
