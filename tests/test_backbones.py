@@ -18,7 +18,7 @@ from tltf.models.preprocessing import Preprocessing
 BIG = {"convnext_large", "convnext_xlarge", "efficientnet_b5", "efficientnet_b6",
        "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m", "nasnet_large",
        "inception_resnet_v2", "resnet152", "resnet152_v2", "convnext_base", "vgg19"}
-KERAS_NAMES = [n for n in list_backbones() if not n.startswith("hub:")]
+KERAS_NAMES = [n for n in list_backbones() if not n.startswith(("hub:", "kerashub:"))]
 PREPROCESS_MODULE = {
     "resnet": "resnet", "resnet_v2": "resnet_v2", "mobilenet": "mobilenet",
     "mobilenet_v2": "mobilenet_v2", "mobilenet_v3": "mobilenet_v3",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 import keras
 
 from tltf._backend import check_backend
+from tltf.backbones._affine import parse_affine
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
@@ -51,7 +52,9 @@ class BackboneSpec:
             weights; `None` when the weights work at any size `>= min_size`.
         preprocessing: str. How raw pixels in [0, 255] become the backbone's input: `"tf"`
             (to [-1, 1]), `"torch"` (ImageNet mean/std), `"caffe"` (BGR, mean subtracted),
-            `"unit"` (to [0, 1]) or `"none"` (the backbone does it itself).
+            `"unit"` (to [0, 1]), `"none"` (the backbone does it itself) or
+            `"affine:<scale>/<offset>"` (`x * scale + offset`, each one number or three per
+            RGB channel: a KerasHub preset's image converter, see `tltf.backbones.kerashub`).
         feature_dim: int. Width of the pooled feature vector.
         blocks: tuple of str. Block boundaries, bottom to top. An entry `"p"` starts a block
             at the first layer named `p` or `p_...`; `"after:n"` starts it right after the
@@ -81,10 +84,12 @@ class BackboneSpec:
     description: str = ""
 
     def __post_init__(self):
-        if self.preprocessing not in PREPROCESSING_MODES:
+        if self.preprocessing not in PREPROCESSING_MODES and parse_affine(
+                self.preprocessing) is None:
             raise ValueError(
                 f"BackboneSpec '{self.name}': `preprocessing` must be one of "
-                f"{PREPROCESSING_MODES}. Received: preprocessing={self.preprocessing!r}"
+                f"{PREPROCESSING_MODES} or 'affine:<scale>/<offset>'. "
+                f"Received: preprocessing={self.preprocessing!r}"
             )
         if self.min_size > self.default_size:
             raise ValueError(

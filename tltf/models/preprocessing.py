@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from tltf._backend import check_backend
+from tltf.backbones._affine import parse_affine
 from tltf.backbones._hub_handles import FromLiveLayer, check_backbone_name
 from tltf.backbones.registry import PREPROCESSING_MODES
 
@@ -33,8 +34,10 @@ class Preprocessing(keras.layers.Layer):
 
     Args:
         mode: str. `"tf"` (to [-1, 1]), `"torch"` (to [0, 1], then ImageNet mean/std),
-            `"caffe"` (RGB to BGR, then ImageNet mean subtracted), `"unit"` (to [0, 1]) or
-            `"none"` (the backbone preprocesses itself).
+            `"caffe"` (RGB to BGR, then ImageNet mean subtracted), `"unit"` (to [0, 1]),
+            `"none"` (the backbone preprocesses itself) or `"affine:<scale>/<offset>"`
+            (`x * scale + offset`, per channel: exactly what a KerasHub preset's image
+            converter computes at the model's input size).
         backbone_name: str or `None`. The name of the backbone it feeds.
         backbone_spec: dict or `None`. The data of that backbone's `BackboneSpec`
             (`tltf.backbones.registry.spec_data`), kept in the model's config so that unfreezing by
@@ -52,16 +55,21 @@ class Preprocessing(keras.layers.Layer):
     def __init__(self, mode: str = "none", backbone_name: str | None = None,
                  backbone_spec: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
+        if mode not in PREPROCESSING_MODES and parse_affine(mode) is None:
             raise ValueError(
-                f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
+                f"`mode` must be one of {PREPROCESSING_MODES} or 'affine:<scale>/<offset>'. "
+                f"Received: mode={mode!r}"
             )
         self.mode = mode
+        self._affine = parse_affine(mode)
         self.backbone_name = backbone_name
         self.backbone_spec = backbone_spec
 
     def call(self, images):
         x = keras.ops.cast(images, self.compute_dtype)
+        if self._affine is not None:  # as KerasHub's ImageConverter: x * scale, then + offset
+            scale, offset = (keras.ops.cast(np.array(v, "float32"), x.dtype) for v in self._affine)
+            return x * scale + offset
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "unit":
