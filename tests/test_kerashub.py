@@ -47,6 +47,15 @@ def _tiny(family):
                                  intermediate_dim=32, image_shape=(28, 28, 3),
                                  position_embedding_shape=(28, 28, 3)),
                 layers.DINOV2ImageConverter(image_size=(28, 28), **_IMAGENET), 28)
+    if family == "siglip":  # a SigLIP preset holds both encoders; tltf uses the vision one
+        vision = m.SigLIPVisionEncoder(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2,
+                                       intermediate_dim=32, image_shape=(32, 32, 3))
+        text = m.SigLIPTextEncoder(vocabulary_size=32, embedding_dim=16, hidden_dim=16,
+                                   num_layers=1, num_heads=2, intermediate_dim=32,
+                                   max_sequence_length=8)
+        return (m.SigLIPBackbone(vision, text),
+                layers.SigLIPImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0),
+                32)
     if family == "resnet":
         return (m.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3],
                                  stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1],
@@ -74,7 +83,7 @@ def _tiny(family):
             layers.MobileNetImageConverter(image_size=(32, 32), scale=1 / 255.0), 32)
 
 
-TESTED = ["vit", "dinov2", "resnet", "efficientnet", "mobilenet_v3"]
+TESTED = ["vit", "dinov2", "siglip", "resnet", "efficientnet", "mobilenet_v3"]
 _BN_FAMILIES = {"resnet", "efficientnet", "mobilenet_v3"}
 
 
@@ -136,8 +145,13 @@ def test_flat_backbone_computes_what_kerashub_computes(presets, family):
     net = spec.constructor(input_shape=(size, size, 3))
     hub = keras_hub.models.Backbone.from_preset(directory)
     x = _pixels(size, 2) / 127.5 - 1
-    out = np.asarray(hub(x))
-    expected = out[:, 0] if FAMILIES[family].output == "cls_token" else out.mean(axis=(1, 2))
+    if family == "siglip":
+        expected = np.asarray(hub.vision_encoder({"images": x}))
+    elif family == "dinov2":
+        expected = np.asarray(hub({"images": x}))[:, 0]
+    else:
+        out = np.asarray(hub(x))
+        expected = out[:, 0] if FAMILIES[family].output == "cls_token" else out.mean(axis=(1, 2))
     np.testing.assert_allclose(np.asarray(net(x)), expected, rtol=1e-5, atol=1e-6)
     assert net.output_shape == (None, spec.feature_dim)
 
@@ -264,6 +278,16 @@ def test_missing_presets_raise_one_clear_error(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
         tltf.build_classifier(f"kerashub:{empty}", 2)
+
+
+@needs_keras_hub
+def test_a_handle_that_cannot_be_fetched_names_it_and_the_local_way(tmp_path, monkeypatch):
+    """Offline (here) or online (no such model): one error naming the preset and what to do."""
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    handle = "kaggle://tltf-tests/no-such-model/keras/tiny"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"'{handle}'") + ".*could not be "
+                       "downloaded.*save_to_preset.*kerashub:<dir>"):
+        tltf.build_classifier(f"kerashub:{handle}", 2)
 
 
 @needs_keras_hub
