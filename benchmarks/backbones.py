@@ -38,10 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_APPLICATIONS = [
     "mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2", "mobilenet",
-    "efficientnet_b0", "efficientnet_v2_b0", "efficientnet_v2_s", "resnet50", "resnet50_v2",
-    "densenet121", "convnext_tiny", "inception_v3", "xception", "nasnet_mobile",
-    "inception_resnet_v2", "vgg16",
-]
+    "efficientnet_b0", "efficientnet_v2_b0", "resnet50", "resnet50_v2", "densenet121",
+    "convnext_tiny", "inception_v3", "xception", "nasnet_mobile",
+]  # larger ones (vgg16, inception_resnet_v2, efficientnet_v2_s, ...) with --only
 KERAS_HUB = [
     "kerashub:mobilenet_v3_small_100_imagenet", "kerashub:mobilenet_v3_large_100_imagenet",
     "kerashub:efficientnet_b0_ra_imagenet", "kerashub:resnet_50_imagenet",

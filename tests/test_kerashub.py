@@ -261,6 +261,10 @@ def test_a_spec_that_disagrees_with_its_preset_raises(presets):
                                   blocks=good.blocks, preprocessing="affine:0.5/0.0")
     with pytest.raises(ValueError, match="preprocess differently"):
         wrong_pixels.constructor(input_shape=(size, size, 3))
+    wrong_size = kerashub._spec("x", directory, FAMILIES["vit"], size=64, feature_dim=16,
+                                blocks=good.blocks, preprocessing=good.preprocessing)
+    with pytest.raises(ValueError, match="takes 32x32 images, but its spec says 64"):
+        wrong_size.constructor(input_shape=(64, 64, 3))
 
 
 @needs_keras_hub

@@ -153,6 +153,11 @@ def _constructor(preset, family, *, size, feature_dim, blocks, preprocessing):
                 f"tltf.backbones.kerashub.kerashub_backbone({preset!r}), which reads the "
                 f"converter. Received: preprocessing={preprocessing!r}")
         net = KerasHubBackbone(hub, family.name, pooling=pooling, name="kerashub_backbone")
+        if tuple(net.input_shape[1:3]) != shape[:2]:
+            raise ValueError(
+                f"The KerasHub preset '{preset}' takes {net.input_shape[1]}x"
+                f"{net.input_shape[2]} images, but its spec says {size}. Fix the spec (or use "
+                f"kerashub_backbone({preset!r})). Received: input_shape={tuple(input_shape)}")
         found = block_names(family, [layer.name for layer in net.layers])
         if int(net.output_shape[-1]) != feature_dim or found != tuple(blocks):
             raise ValueError(
