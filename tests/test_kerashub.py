@@ -268,6 +268,20 @@ def test_a_spec_that_disagrees_with_its_preset_raises(presets):
 
 
 @needs_keras_hub
+def test_a_file_cannot_smuggle_code_in_the_backbone_config():
+    """The backbone config is deserialized by Keras in safe mode: a lambda is refused."""
+    import keras
+
+    config = {"module": "tltf.backbones.kerashub", "class_name": "KerasHubBackbone",
+              "registered_name": "tltf>KerasHubBackbone",
+              "config": {"family": "vit", "name": "backbone",
+                         "backbone": keras.saving.serialize_keras_object(
+                             keras.layers.Lambda(lambda x: x * 2))}}
+    with pytest.raises(ValueError, match="(?i)lambda"):
+        keras.saving.deserialize_keras_object(config, safe_mode=True)
+
+
+@needs_keras_hub
 def test_a_fixed_size_family_refuses_another_size(presets):
     directory, _ = presets["vit"]
     with pytest.raises(ValueError, match="takes 32x32 images only"):

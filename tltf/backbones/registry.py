@@ -6,8 +6,8 @@ unfreeze by depth. `build_classifier` reads nothing else about a backbone.
 
 The registry knows no source. The keras.applications table (`tltf.backbones._applications`)
 registers its specs, and a source of names with a prefix, such as `hub:`
-(`tltf.backbones.hub_source`), registers itself with `register_source`; importing
-`tltf.backbones` loads both.
+(`tltf.backbones.hub_source`) or `kerashub:` (`tltf.backbones.kerashub`), registers itself
+with `register_source`; importing `tltf.backbones` loads them all.
 """
 
 from __future__ import annotations
