@@ -279,3 +279,53 @@ def test_remote_missing_folder_and_file(tmp_path):
         load_image_folder("ram://tltf-nothing-here", cache_dir=tmp_path)
     (check,) = check_files(["ram://tltf-nothing-here/a.jpg"], cache_dir=tmp_path)
     assert not check.ok and check.reason.startswith("cannot be read: NotFoundError")
+
+
+# --------------------------------------------------------------------------- TFRecords
+
+
+def test_records_give_the_folder_pixels_without_listing(tmp_path, counted):
+    import tensorflow as tf
+
+    from tltf.data import load_image_folder
+    from tltf.data.records import load_records, write_records
+
+    for label in ("cat", "dog"):
+        _jpegs(tmp_path / "f" / label, 5, size=(60, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(tmp_path / "f/cat/rot.jpg", exif=exif)
+    Image.fromarray(np.arange(300, dtype=np.uint8).reshape(15, 20)).save(tmp_path / "f/dog/g.png")
+    data = load_image_folder(tmp_path / "f", image_size=24, cache_dir=tmp_path / "c")
+    counted.clear()
+    out = write_records(data, tmp_path / "r", shard_size=4, cache_dir=tmp_path / "c")
+    assert counted == []  # the verdicts come from the cache
+    assert len(list(out.glob("*.tfrecord"))) == 3
+    for resize in ("stretch", "pad"):
+        folder = load_image_folder(tmp_path / "f", image_size=24, resize=resize,
+                                   cache_dir=tmp_path / "c")
+        records = load_records(out, image_size=24, resize=resize)
+        assert records.class_counts == folder.class_counts == {"cat": 6, "dog": 6}
+        expected = folder.prepare(training=False, batch_size=5, cache=None)
+        got = records.prepare(training=False, batch_size=5, cache=None)
+        for (x1, y1), (x2, y2) in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+            np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+    shuffled = records.prepare(training=True, batch_size=4, seed=0)
+    assert sorted(np.concatenate([y.numpy() for _, y in shuffled]).tolist()) == [0] * 6 + [1] * 6
+    for name in tf.io.gfile.listdir(os.fspath(out)):  # the same shards read from a URL
+        tf.io.gfile.makedirs("ram://tltf-test-records")
+        tf.io.gfile.copy(os.fspath(out / name), f"ram://tltf-test-records/{name}", overwrite=True)
+    remote = load_records("ram://tltf-test-records", image_size=24, resize="pad")
+    x, _ = next(iter(remote.prepare(training=False, batch_size=12, cache=None)))
+    np.testing.assert_array_equal(x.numpy(), np.concatenate([a.numpy() for a, _ in expected]))
+
+
+def test_records_errors(tmp_path):
+    from tltf.data import load_arrays
+    from tltf.data.records import load_records, write_records
+
+    with pytest.raises(ValueError, match="in-memory data"):
+        write_records(load_arrays(np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1])), tmp_path)
+    with pytest.raises(FileNotFoundError, match="holds no records.json"):
+        load_records(tmp_path)

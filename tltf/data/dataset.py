@@ -41,6 +41,9 @@ class ImageDataset:
         skipped: (path, reason) of the files left out. Defaults to `()`.
         image_bytes: bytes of one decoded image, to size shuffle buffers. Defaults to
             height * width * 3.
+        record_bytes: bytes of one element of `records` when they hold the encoded image
+            (TFRecords), to bound the shuffle buffer of records. Defaults to `None` (records
+            are small: a path and a label, all shuffled at once).
 
     Attributes:
         dataset: `tf.data.Dataset` of unbatched (uint8 image (H, W, 3), int32 label) pairs,
@@ -75,6 +78,7 @@ class ImageDataset:
         files: Sequence[str] | None = None,
         skipped: Sequence[tuple[str, str]] = (),
         image_bytes: int | None = None,
+        record_bytes: int | None = None,
     ):
         self._records = records
         self._decode = decode
@@ -91,6 +95,7 @@ class ImageDataset:
         )
         self.class_counts = {name: int(n) for name, n in zip(self.class_names, counts, strict=True)}
         self._image_bytes = image_bytes or self.image_size[0] * self.image_size[1] * 3
+        self._record_bytes = record_bytes
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -230,7 +235,9 @@ class ImageDataset:
             # Shuffling file names is cheap. Without a cache this is the per-epoch shuffle;
             # with one it mixes the (class-sorted) order once, so that the bounded buffer of
             # decoded images after the cache never serves batches of a single class.
-            ds = ds.shuffle(max(len(self), 1), seed=seed, reshuffle_each_iteration=cache is None)
+            window = len(self) if not self._record_bytes else _SHUFFLE_BYTES // self._record_bytes
+            ds = ds.shuffle(max(1, min(len(self), window)), seed=seed,
+                            reshuffle_each_iteration=cache is None)
         ds = ds.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
         # Last resort for a file broken after the validation pass: drop the (image, label)
         # pair with a logged warning, keep the epoch. Images and labels stay paired; code that

@@ -17,7 +17,7 @@ import tensorflow as tf
 if TYPE_CHECKING:
     from tltf.data.checks import FileCheck
 
-__all__ = ["RESIZE_MODES", "decode_image_file", "resize_image"]
+__all__ = ["RESIZE_MODES", "decode_image_bytes", "decode_image_file", "resize_image"]
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 _MAX_IMAGE_SIZE = 4096  # a side above this is a typo (100000 would need 30 GB per image)
@@ -89,7 +89,31 @@ def decode_image_file(path: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Tensor:
     >>> tuple(decode_image_file(tf.constant(f)).shape)
     (8, 6, 3)
     """
-    contents = tf.io.read_file(path)
+    return decode_image_bytes(tf.io.read_file(path), ratio)
+
+
+def decode_image_bytes(contents: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Tensor:
+    """Decodes the bytes of one image file (as `decode_image_file` reads them) to uint8 (H, W, 3).
+
+    The same decoding for a file read from disk and for bytes stored in a TFRecord
+    (`tltf.data.records`).
+
+    Args:
+        contents: scalar string tensor. The encoded image (JPEG, PNG, GIF, BMP, WebP).
+        ratio: scalar int tensor or int. See `decode_image_file`.
+
+    Returns:
+        uint8 tensor of shape (height, width, 3).
+
+    Example:
+
+    >>> import io, numpy as np
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.fromarray(np.zeros((16, 24, 3), "uint8")).save(buffer, "JPEG")
+    >>> tuple(decode_image_bytes(tf.constant(buffer.getvalue()), 2).shape)
+    (8, 12, 3)
+    """
     ratio = tf.convert_to_tensor(ratio, tf.int32)
 
     def jpeg(r):
