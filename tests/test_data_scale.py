@@ -242,16 +242,22 @@ def _ram_folder(name, per_class=4):
     return root
 
 
-def test_remote_folder_loads_checks_once_and_trains(tmp_path, counted):
+def test_remote_folder_loads_checks_once_and_trains(tmp_path, counted, monkeypatch):
     import keras
+    import tensorflow as tf
 
     from tltf.data import load_image_folder
     from tltf.data.layout import class_folders, list_image_files
 
     root = _ram_folder("tltf-test-remote")
     assert class_folders(root) == ["cat", "dog"]
+    asked, isdir = [], tf.io.gfile.isdir
+    monkeypatch.setattr(tf.io.gfile, "isdir", lambda p: asked.append(p) or isdir(p))
     assert list_image_files(f"{root}/dog") == [f"{root}/dog/{n}.jpg" for n in
                                                ("0", "1", "2", "3", "broken")]
+    # One request per name on gs://: an image name is taken for a file without one.
+    assert asked == [f"{root}/dog", f"{root}/dog/notes.txt"]
+    monkeypatch.setattr(tf.io.gfile, "isdir", isdir)
     with pytest.warns(UserWarning, match=r"(?s)Left out 1 unusable file.*ram://tltf-test-remote/dog/"
                       r"broken.jpg: not an image"):
         train, val = load_image_folder(root, image_size=32, validation_split=0.5, seed=0,

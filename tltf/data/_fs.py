@@ -64,16 +64,24 @@ class RemotePath:
 
         return [self / name.rstrip("/") for name in tf.io.gfile.listdir(self.url)]
 
-    def walk(self):
-        """Like `os.walk`: (folder, sub-folders, files), top-down, `dirs` prunable in place."""
+    def walk(self, is_file=None):
+        """Like `os.walk`: (folder, sub-folders, files), top-down, `dirs` prunable in place.
+
+        `is_file(name)` True takes a name for a file without asking the file system (one
+        request per name on gs://); a name listed with a trailing `/` is a folder.
+        """
         import tensorflow as tf
 
         pending = [self.url]
         while pending:
             top = pending.pop(0)
-            names = [n.rstrip("/") for n in tf.io.gfile.listdir(top)]
-            dirs = [n for n in names if tf.io.gfile.isdir(f"{top}/{n}")]
-            files = [n for n in names if n not in dirs]
+            dirs, files = [], []
+            for name in tf.io.gfile.listdir(top):
+                if name.endswith("/") or not (is_file and is_file(name)) and tf.io.gfile.isdir(
+                        f"{top}/{name}"):
+                    dirs.append(name.rstrip("/"))
+                else:
+                    files.append(name)
             yield top, dirs, files
             pending[:0] = [f"{top}/{d}" for d in dirs]
 

@@ -136,7 +136,8 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
         )
     found = []
     remote = is_remote(folder)
-    for root, dirs, names in folder.walk() if remote else os.walk(folder):
+    walk = folder.walk(lambda n: n.lower().endswith(IMAGE_EXTENSIONS)) if remote else os.walk(folder)
+    for root, dirs, names in walk:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if name.startswith("._") or not name.lower().endswith(IMAGE_EXTENSIONS):
