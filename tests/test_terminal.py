@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import tltf
-from tltf import _quiet, cli
+from tltf import _commands, _quiet, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CHATTER = ("I0000", "absl::InitializeLog", "cuInit")
@@ -141,7 +141,7 @@ def test_cli_prints_warnings_as_one_line(monkeypatch, capsys):
                       stacklevel=1)
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_backbones", command)
+    monkeypatch.setattr(_commands, "backbones", command)
     before = warnings.showwarning
     assert cli.main(["backbones"]) == 0
     err = capsys.readouterr().err
