@@ -222,10 +222,10 @@ def search(
                         f"knobs are {sorted(_DEFAULT_SPACE)}. Received: {unknown[0]}="
                         f"{space[unknown[0]]!r}")
     verbose = resolve_verbose(verbose)
-    train_ds, class_names, num_classes, size = _as_batches(train, True, batch_size, seed,
-                                                           num_classes, "train")
-    val_ds = _as_batches(val, False, batch_size, seed, num_classes, "val")[0]
     project = Path(directory) / project_name
+    train_ds, class_names, num_classes, size = _as_batches(train, True, batch_size, seed,
+                                                           num_classes, "train", project)
+    val_ds = _as_batches(val, False, batch_size, seed, num_classes, "val", project)[0]
     hypermodel = TransferHyperModel(
         backbone, num_classes, image_size=image_size or size, weights=weights,
         head_epochs=head_epochs, finetune_epochs=finetune_epochs, class_names=class_names,
@@ -263,8 +263,9 @@ def search(
         project, seconds, the_tuner)
 
 
-def _as_batches(data, training, batch_size, seed, num_classes, arg):
-    """`tltf.data._batches.batches` for every trial; an `ImageDataset` is cached in memory once."""
+def _as_batches(data, training, batch_size, seed, num_classes, arg, directory):
+    """`tltf.data._batches.batches` for every trial: an `ImageDataset` is decoded once and cached
+    (`cache="auto"`: in memory when it fits, else in the search's folder), then read by all."""
     from tltf.data._batches import batches
 
     if hasattr(data, "prepare") and hasattr(data, "num_classes"):
@@ -274,7 +275,7 @@ def _as_batches(data, training, batch_size, seed, num_classes, arg):
                          "(an ImageDataset knows it). Pass num_classes=... . "
                          "Received: num_classes=None")
     b = batches(data, arg, training=training, batch_size=batch_size, seed=seed, fit=True,
-                num_classes=num_classes, cache="memory")
+                num_classes=num_classes, cache="auto", cache_dir=directory)
     return b.data, b.class_names, num_classes, (b.image_size or (None,))[0]
 
 
