@@ -80,6 +80,10 @@ def _n(template: str, count: int, first: int = 0) -> tuple[str, ...]:
     return tuple(template.format(i) for i in range(first, first + count))
 
 
+# KerasHub's converter builds the SigLIP vision encoder unnamed; saved to the preset it is
+# "sig_lip_vision_encoder", whose name then prefixes its blocks when the preset is loaded.
+_SIGLIP_BLOCK = "sig_lip_vision_encoder_encoder_block_{}"
+
 # The presets a user would pick, registered as `kerashub:<preset>` (no download to list):
 # preset, family, input size, feature width, block boundaries, converter (scale, offset).
 # Sizes, widths and depths are those of the KerasHub preset tables and model cards; the
@@ -95,8 +99,8 @@ PRESETS = (
     ("dinov2_base", "dinov2", 224, 768, _n("layers_{}", 12), IMAGENET),
     ("dinov2_large", "dinov2", 224, 1024, _n("layers_{}", 24), IMAGENET),
     ("siglip_base_patch16_224", "siglip", 224, 768,
-     _n("encoder_block_{}", 12), SYMMETRIC),
-    ("siglip2_base_patch16_224", "siglip", 224, 768, _n("encoder_block_{}", 12), SYMMETRIC),
+     _n(_SIGLIP_BLOCK, 12), SYMMETRIC),
+    ("siglip2_base_patch16_224", "siglip", 224, 768, _n(_SIGLIP_BLOCK, 12), SYMMETRIC),
     ("resnet_18_imagenet", "resnet", 224, 512, _n("stack{}_block0", 4), IMAGENET),
     ("resnet_50_imagenet", "resnet", 224, 2048, _n("stack{}_block0", 4), IMAGENET),
     ("efficientnet_b0_ra_imagenet", "efficientnet", 224, 1280, _n("block{}a", 7, 1), IMAGENET),
