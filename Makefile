@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,docs,mediapipe]"
+	$(PY) -m pip install --quiet -e ".[dev,docs,mediapipe,kerashub]"
 	touch $@
 
 install: $(VENV)/.installed
