@@ -323,3 +323,36 @@ def test_the_docstring_examples_run(name):
     doc = inspect.getdoc(getattr(kerashub, name))
     code = doc.split("```python", 1)[1].split("```", 1)[0]
     exec(textwrap.dedent(code), dict(vars(kerashub)))
+
+
+@needs_keras_hub
+def test_a_kerashub_backbone_goes_through_every_tltf_entry_point(presets, tmp_path):
+    """The CLI's train (with float16 export), evaluate, a one-trial search and the dynamic-range
+    export take a `kerashub:` backbone like any other: no special case."""
+    from image_cases import photo_folder
+
+    from tltf.cli import main
+
+    directory, size = presets["mobilenet_v3"]
+    photos = photo_folder(tmp_path / "photos", n=8)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(photos), "--backbone", f"kerashub:{directory}",
+                 "--image-size", str(size), "--out", str(out), "--head-epochs", "1",
+                 "--finetune-epochs", "1", "--weights", "none", "--tflite", "float16"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["state"] == "finished" and run["identity"]["backbone"] == f"kerashub:{directory}"
+    assert (out / "model.tflite").is_file()
+    assert (out / "model.labels.txt").read_text().split() == ["blue", "red"]
+
+    model = tltf.load_model(out / "model.keras")
+    data = tltf.load_image_folder(photos, image_size=size, verbose=0)
+    report = tltf.evaluate(model, data)
+    assert report.num_samples == 16 and report.class_names == ["blue", "red"]
+    dynamic = tltf.export_tflite(model, tmp_path / "dynamic.tflite", quantization="dynamic",
+                                 metadata=False)
+    assert tltf.verify_tflite(dynamic.path, model, data).num_samples == 16
+
+    found = tltf.search(data, data, backbone=f"kerashub:{directory}", image_size=size,
+                        weights=None, max_trials=1, head_epochs=1, finetune_epochs=1,
+                        directory=tmp_path / "search", verbose=0, best_model=None)
+    assert len(found.trials) == 1
