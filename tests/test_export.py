@@ -432,7 +432,7 @@ def test_verify_report_contents_and_errors(model, validation, tmp_path):
         verify_tflite(path, model, np.zeros((2, 16, 16, 3), "float32"))
     with pytest.raises(ValueError, match="yielded no images"):
         verify_tflite(path, model, np.zeros((0, SIZE, SIZE, 3), "float32"))
-    with pytest.raises(TypeError, match="`data` must be a tltf.data.folder.ImageDataset"):
+    with pytest.raises(TypeError, match="`data` must be a tltf.ImageDataset"):
         verify_tflite(path, model, 42)
     with pytest.raises(ValueError, match="`max_samples` must be a positive"):
         verify_tflite(path, model, x, max_samples=0)

@@ -167,7 +167,7 @@ def test_the_same_errors_for_every_caller(fit):
         batches((X, Y[:5]), fit=fit)
     with pytest.raises(ValueError, match=r"has label 3, but the model has 3 classes"):
         batches((X, Y + 1), num_classes=3, fit=fit)
-    with pytest.raises(TypeError, match=r"must be a tltf.data.folder.ImageDataset or a batched"):
+    with pytest.raises(TypeError, match=r"must be a tltf.ImageDataset or a batched"):
         batches([1, 2, 3], fit=fit)
 
 

@@ -213,7 +213,7 @@ def test_schedules():
     ({"resume": True}, "`resume=True` needs the `directory`"),
     ({"unfreeze": "top_blocks:x"}, "integer N >= 1"),
     ({"class_weight": [1, 2]}, "`class_weight` must be None, 'balanced' or a dict"),
-    ({"class_weight": "balanced"}, "only a tltf.data.folder.ImageDataset has"),
+    ({"class_weight": "balanced"}, "only a tltf.ImageDataset has"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -223,7 +223,7 @@ def test_bad_arguments_raise(kwargs, match):
 def test_bad_data_raises(tmp_path):
     model = tiny_model()
     x, y = tiny_arrays(8)
-    with pytest.raises(TypeError, match="must be a tltf.data.folder.ImageDataset or a batched"):
+    with pytest.raises(TypeError, match="must be a tltf.ImageDataset or a batched"):
         fine_tune(model, [x, y])  # a tuple (x, y) is accepted, as by evaluate and verify
     with pytest.raises(ValueError, match="batch it with"):
         fine_tune(model, tf.data.Dataset.from_tensor_slices((x, y)))
