@@ -110,6 +110,10 @@ def run_mirrored() -> None:
         weights_changed=any(
             not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)
         ),
+        head_fit=result.head_fit,
+        replicas_equal=all(  # the convex head fit assigned every replica's copy
+            np.array_equal(v.numpy(), variable.values[0].numpy()) for v in variable.values
+        ),
     )
 
 

@@ -24,7 +24,8 @@ from tltf._progress import progress, resolve_verbose
 from tltf.data.checks import check_files
 from tltf.training.recipe import fine_tune
 
-_EPOCH_LINE = re.compile(r"^phase [12] epoch \d+/\d+ - .*loss [\d.]+.* - lr \S+ - [\d.]+s$")
+_EPOCH_LINE = re.compile(r"^phase (?:[12] epoch \d+/\d+ - .*loss [\d.]+.* - lr \S+"
+                         r"|1 logistic regression, C \S+ - .*loss [\d.]+.*) - [\d.]+s$")
 
 
 class _Stream(io.StringIO):
@@ -203,13 +204,14 @@ def test_tltf_train_into_a_file_writes_plain_lines_a_train_log_and_tensorboard(t
     out = (tmp_path / "stdout.txt").read_text()
     assert "\x1b[" not in out and "\r" not in out, out[:2000]
     epochs = [line for line in out.splitlines() if _EPOCH_LINE.match(line)]
-    assert [line.split(" - ")[0] for line in epochs] == [
-        "phase 1 epoch 1/2", "phase 1 epoch 2/2", "phase 2 epoch 1/1"], out
+    # Phase 1 is one convex fit of the head (head_fit="auto"), then one Adam epoch.
+    assert [line.split(" - ")[0].split(", C ")[0] for line in epochs] == [
+        "phase 1 logistic regression", "phase 2 epoch 1/1"], out
     assert not re.search(r"^Epoch \d+/\d+$|/step", out, re.MULTILINE), out  # no Keras lines
     assert f"TensorBoard: tensorboard --logdir {run / 'tensorboard'}" in out
 
     log = (run / "logs" / "train.log").read_text().splitlines()
-    assert len(log) == 3
+    assert len(log) == 2
     assert [line.split(" ", 2)[2] for line in log] == epochs  # date, time, the same line
 
     for phase in ("phase1", "phase2"):

@@ -24,7 +24,7 @@ def test_two_phases_merged_history_and_result(tmp_path):
     model = tiny_model()
     data = tiny_data()
     result = fine_tune(model, data, data, head_epochs=2, finetune_epochs=2, unfreeze="top_blocks:1",
-                       directory=tmp_path, verbose=0)
+                       head_fit="adam", directory=tmp_path, verbose=0)
     assert isinstance(result, FineTuneResult) and result.model is model
     h = result.history
     assert h["phase"] == [1, 1, 2, 2] and h["epoch"] == [0, 1, 2, 3]
@@ -68,7 +68,7 @@ def test_either_phase_can_be_skipped():
     data = tiny_data()
     model = tiny_model()
     result = fine_tune(model, data, data, head_epochs=2, finetune_epochs=0, verbose=0)
-    assert result.history["phase"] == [1, 1]
+    assert result.history["phase"] == [1]  # the head fitted convexly: one row
     assert not any(layer.trainable for layer in backbone_of(model).layers)
     result = fine_tune(tiny_model(), data, data, head_epochs=0, finetune_epochs=1, verbose=0)
     assert result.history["phase"] == [2]
@@ -84,7 +84,7 @@ def test_cached_head_training_matches_training_the_full_model():
         model = tiny_model()
         model.set_weights(weights)
         result = fine_tune(model, data, data, head_epochs=4, finetune_epochs=0,
-                           cache_features=cache, verbose=0)
+                           cache_features=cache, head_fit="adam", verbose=0)
         assert result.cached_features is cache
         heads.append((result.history, [keras.ops.convert_to_numpy(w) for w in head_of(model).weights]))
     np.testing.assert_allclose(heads[0][0]["loss"], heads[1][0]["loss"], rtol=1e-5)
@@ -123,7 +123,7 @@ def test_early_stopping_stops_the_phase_and_restores_the_best_weights():
 
     model = tiny_model()
     result = fine_tune(model, data, data, head_epochs=3, finetune_epochs=6, finetune_lr=1e-7,
-                       early_stopping=2, callbacks=[Sabotage()], verbose=0)
+                       early_stopping=2, callbacks=[Sabotage()], head_fit="adam", verbose=0)
     phases = result.history["phase"]
     assert phases.count(2) == 2  # no improvement in 2 epochs: phase 2 stopped early
     assert result.best_epoch < len(phases) - 1
@@ -150,7 +150,7 @@ def test_nonfinite_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_pat
     model = tiny_model()
     with pytest.raises(FloatingPointError, match=r"`loss` became nan in phase 2, epoch 2"):
         fine_tune(model, data, data, head_epochs=1, finetune_epochs=3, directory=tmp_path,
-                  callbacks=[Poison()], verbose=0)
+                  callbacks=[Poison()], head_fit="adam", verbose=0)
     state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
     assert state["phase"] == 2 and state["epochs_done"]["2"] == 1
     assert all(math.isfinite(row["loss"]) for row in state["rows"])
@@ -185,9 +185,10 @@ def test_discriminative_lr_and_class_weight():
 def test_resume_continues_a_finished_phase_1(tmp_path):
     data = tiny_data()
     model = tiny_model()
-    fine_tune(model, data, data, head_epochs=2, finetune_epochs=0, directory=tmp_path, verbose=0)
+    fine_tune(model, data, data, head_epochs=2, finetune_epochs=0, head_fit="adam",
+              directory=tmp_path, verbose=0)
     result = fine_tune(tiny_model(seed=5), data, data, head_epochs=2, finetune_epochs=1,
-                       directory=tmp_path, resume=True, verbose=0)
+                       head_fit="adam", directory=tmp_path, resume=True, verbose=0)
     assert result.history["phase"] == [1, 1, 2]
 
 
@@ -210,6 +211,7 @@ def test_schedules():
     ({"early_stopping": -1}, "`early_stopping` must be True, False or a patience"),
     ({"discriminative_lr": 2.0}, r"`discriminative_lr` must be None or a factor in \(0, 1\]"),
     ({"cache_features": "yes"}, "`cache_features` must be True, False or 'auto'"),
+    ({"head_fit": "lbfgs"}, r"`head_fit` must be one of \('auto', 'convex', 'adam'\)"),
     ({"resume": True}, "`resume=True` needs the `directory`"),
     ({"unfreeze": "top_blocks:x"}, "integer N >= 1"),
     ({"class_weight": [1, 2]}, "`class_weight` must be None, 'balanced' or a dict"),

@@ -137,6 +137,7 @@ def _check_arguments(config: dict) -> None:
     """Every argument that can be checked without data, before anything is read or written."""
     import inspect
 
+    from tltf.training._head_fit import check_head_fit
     from tltf.training._train_data import check_args
     from tltf.training.freeze import parse_unfreeze
     from tltf.training.recipe import fine_tune
@@ -172,6 +173,7 @@ def _check_arguments(config: dict) -> None:
                values["label_smoothing"], values["early_stopping"], values["discriminative_lr"],
                values["cache_features"], False, None, values["head_lr"], values["finetune_lr"])
     parse_unfreeze(values["unfreeze"])
+    check_head_fit(values["head_fit"])
     backbone = config["model"].get("backbone", "mobilenet_v2")
     if isinstance(backbone, str) and ":" not in backbone:
         from tltf.backbones.registry import get_backbone

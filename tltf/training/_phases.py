@@ -2,7 +2,8 @@
 
 `PhaseRun` holds what a run knows between phases (the `RunState` that `checkpoints/` keeps,
 the best weights, the log files); `_Monitor` is the Keras callback that feeds it after every
-epoch (history row, best epoch, early stopping, a non-finite loss). `fine_tune`
+epoch (history row, best epoch, early stopping, a non-finite loss), and `fit_convex` feeds it
+the one row of a phase 1 fitted as a logistic regression. `fine_tune`
 (`tltf.training.recipe`) only says which phase runs when.
 """
 
@@ -99,8 +100,7 @@ class PhaseRun:
         monitor = _Monitor(self, phase, epochs, first_epoch_extra)
         cbs = [monitor]
         if self.tensorboard and self.writes:
-            cbs.append(keras.callbacks.TensorBoard(
-                log_dir=str(self.directory / "tensorboard" / f"phase{phase}"), write_graph=False))
+            cbs.append(self._tensorboard(phase))
         if self.writes:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
@@ -125,6 +125,73 @@ class PhaseRun:
                 f"learning rate (phase {phase}: peak {lr:.3g}) or check the data for bad "
                 f"values. Received: {name}={value}"
             )
+
+    def fit_convex(self, head_model, train_ds, val_ds, fit, *, jit, label_smoothing,
+                   first_epoch_extra=0.0) -> None:
+        """Phase 1 as one convex fit of the head (`fit()` writes its weights and returns the
+        chosen C), recorded as one epoch: losses and metrics of the head model on the cached
+        training and validation features, then best epoch and logs as after an Adam epoch."""
+        state = self.state
+        state.phase, state.weights_file, state.wait = 1, None, 0
+        t0 = time.perf_counter()
+        c = fit()
+        with self.strategy.scope():
+            compile_classifier(head_model, label_smoothing=label_smoothing, jit_compile=jit)
+        with keras_steps_without_retracing_warning():
+            logs = head_model.evaluate(train_ds, verbose=0, return_dict=True)
+            if val_ds is not None:
+                scores = head_model.evaluate(val_ds, verbose=0, return_dict=True)
+                logs.update({f"val_{k}": v for k, v in scores.items()})
+        logs = {k: float(v) for k, v in logs.items()}
+        # The same keys as an Adam epoch's row; no gradient step was taken, at any rate.
+        row = {"epoch": len(state.rows), "phase": 1, "phase_epoch": 0, **logs,
+               "learning_rate": 0.0, "time": time.perf_counter() - t0 + first_epoch_extra}
+        state.head_c = c
+        line = _epoch_line(row, 1, title=f"phase 1 logistic regression, C {c:.3g}")
+        self.record(row, logs, line)
+        if self.verbose == 1:  # no Keras bar to show it
+            print(line, flush=True)
+        if self.tensorboard and self.writes:  # the scalars an Adam epoch would have written
+            board = self._tensorboard(1)
+            board.set_model(head_model)
+            board.on_train_begin()
+            board.on_epoch_end(0, logs)
+            board.on_train_end()
+
+    def _tensorboard(self, phase: int) -> keras.callbacks.TensorBoard:
+        return keras.callbacks.TensorBoard(
+            log_dir=str(self.directory / "tensorboard" / f"phase{phase}"), write_graph=False)
+
+    def record(self, row: dict, logs: dict, line: str) -> bool:
+        """Adds one epoch's row: history, epochs done, best epoch and weights, log files
+        (where `line` goes). Returns True when early stopping says the phase should stop.
+        """
+        state = self.state
+        state.rows.append(row)
+        state.epochs_done[str(row["phase"])] = row["phase_epoch"] + 1
+        stop = self._track_best(row, logs)
+        self.write_log()
+        self.log_epoch(line)
+        return stop
+
+    def _track_best(self, row, logs) -> bool:
+        state = self.state
+        if state.monitor is None:
+            state.monitor, state.mode = _pick_monitor(logs)
+        value = logs.get(state.monitor) if state.monitor else None
+        if value is None:
+            return False
+        better = state.best_value is None or (
+            value > state.best_value if state.mode == "max" else value < state.best_value)
+        if better:
+            state.best_value, state.best_epoch, state.wait = value, row["epoch"], 0
+            state.best_metrics = dict(row)
+            self.best_weights = self.model.get_weights()
+            if self.writes:
+                save_arrays(self.ckpt_dir / "best.npz", self.best_weights)
+            return False
+        state.wait += 1
+        return self.patience is not None and state.wait >= self.patience
 
     def end_phase(self, phase: int) -> None:
         state = self.state
@@ -185,6 +252,12 @@ class PhaseRun:
         lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in rows]
         atomic_write(self.log_dir / "history.csv", "\n".join(lines) + "\n")
 
+    def note(self, line: str) -> None:
+        """A line about the run that is not an epoch: printed unless silent, and logged."""
+        if self.verbose == 1:
+            print(line, flush=True)
+        self.log_epoch(line)
+
     def log_epoch(self, line: str) -> None:
         """Appends one epoch's line to `logs/train.log` (and prints it in line mode)."""
         if self.verbose == 2:
@@ -227,39 +300,18 @@ class _Monitor(keras.callbacks.Callback):
         row = {"epoch": len(state.rows), "phase": self.phase, "phase_epoch": epoch, **logs,
                "learning_rate": _current_lr(self.model), "time": seconds}
         logs.pop("learning_rate", None)
-        state.rows.append(row)
-        state.epochs_done[str(self.phase)] = epoch + 1
-        self._track_best(row, logs)
-        run.write_log()
-        run.log_epoch(_epoch_line(row, self.epochs))
-
-    def _track_best(self, row, logs):
-        run, state = self.run, self.run.state
-        if state.monitor is None:
-            state.monitor, state.mode = _pick_monitor(logs)
-        value = logs.get(state.monitor) if state.monitor else None
-        if value is None:
-            return
-        better = state.best_value is None or (
-            value > state.best_value if state.mode == "max" else value < state.best_value)
-        if better:
-            state.best_value, state.best_epoch, state.wait = value, row["epoch"], 0
-            state.best_metrics = dict(row)
-            run.best_weights = run.model.get_weights()
-            if run.writes:
-                save_arrays(run.ckpt_dir / "best.npz", run.best_weights)
-        else:
-            state.wait += 1
-            if run.patience is not None and state.wait >= run.patience:
-                self.model.stop_training = True
+        if run.record(row, logs, _epoch_line(row, self.epochs)):
+            self.model.stop_training = True
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    """`phase 1 epoch 2/5 - loss 0.4123 - accuracy 0.8750 - val_loss ... - lr 9.05e-04 - 3.1s`."""
-    parts = [f"phase {row['phase']} epoch {row['phase_epoch'] + 1}/{epochs}"]
+def _epoch_line(row: dict, epochs: int, title: str | None = None) -> str:
+    """`phase 1 epoch 2/5 - loss 0.4123 - accuracy 0.8750 - val_loss ... - lr 9.05e-04 - 3.1s`;
+    with a `title` (the convex head fit), `<title> - loss ... - 3.1s`."""
+    parts = [title or f"phase {row['phase']} epoch {row['phase_epoch'] + 1}/{epochs}"]
     skip = {"epoch", "phase", "phase_epoch", "learning_rate", "time"}
     parts += [f"{key} {value:.4f}" for key, value in row.items() if key not in skip]
-    parts += [f"lr {row['learning_rate']:.3g}", f"{row['time']:.1f}s"]
+    parts += [] if title else [f"lr {row['learning_rate']:.3g}"]
+    parts += [f"{row['time']:.1f}s"]
     return " - ".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -25,6 +26,17 @@ def num_batches(ds) -> int:
     return max(n, 1)
 
 
+def num_examples(train, train_ds) -> int:
+    """Training examples: from an `ImageDataset`'s or a tuple's labels, else by one pass over
+    the labels of `train_ds`."""
+    if isinstance(train, (tuple, list)) and len(train) == 2:
+        return len(train[1])
+    if hasattr(train, "labels"):
+        return len(train.labels)
+    return int(train_ds.reduce(np.int64(0), lambda n, batch: n + tf.cast(
+        tf.shape(batch[1])[0], tf.int64)))
+
+
 def with_cardinality(ds):
     """`ds` with a known cardinality, so its batches are counted at most once."""
     if int(ds.cardinality()) >= 0:
@@ -32,7 +44,18 @@ def with_cardinality(ds):
     return ds.apply(tf.data.experimental.assert_cardinality(num_batches(ds)))
 
 
-def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
+class Cached(NamedTuple):
+    """What `cached_features` returns."""
+
+    head_model: keras.Model  # Input -> the model's own head layer
+    x: np.ndarray  # training features, in the data's order
+    y: np.ndarray  # training labels
+    train: tf.data.Dataset  # (x, y) shuffled with the seed, batched
+    val: tf.data.Dataset | None  # validation features and labels, batched
+    seconds: float  # time spent computing all this
+
+
+def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose) -> Cached:
     """Features of the frozen backbone, computed once; a head model sharing the head layer."""
     t0 = time.perf_counter()
     head = head_of(model)
@@ -55,7 +78,7 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose):
         va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
-    return head_model, tr, va, time.perf_counter() - t0
+    return Cached(head_model, x, y, tr, va, time.perf_counter() - t0)
 
 
 class _Extractor:
@@ -119,9 +142,12 @@ def class_weight_of(option, train):
 def check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
                 discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr):
     for name, value in (("head_epochs", head_epochs), ("finetune_epochs", finetune_epochs)):
+        if name == "finetune_epochs" and value == "auto":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be an int >= 0 (0 skips the phase). Received: {name}={value!r}")
+            also = " or 'auto'" if name == "finetune_epochs" else ""
+            raise ValueError(f"`{name}` must be an int >= 0 (0 skips the phase){also}. "
+                             f"Received: {name}={value!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
     if not 0.0 <= label_smoothing < 1.0:

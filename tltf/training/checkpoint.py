@@ -61,6 +61,7 @@ class RunState:
     wait: int = 0
     weights_file: str | None = None
     train_kind: str | None = None
+    head_c: float | None = None  # phase 1 fitted as a logistic regression: its chosen C
     finished: bool = False
     model: dict = field(default_factory=dict)
 

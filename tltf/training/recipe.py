@@ -25,14 +25,15 @@ from tltf._progress import resolve_verbose
 from tltf.data._batches import batches
 from tltf.models import precision
 from tltf.models.classifier import compile_classifier
-from tltf.models.parts import backbone_of, spec_of
-from tltf.training import distribute, runtime
+from tltf.models.parts import backbone_of, head_of, spec_of
+from tltf.training import _head_fit, distribute, runtime
 from tltf.training._phases import PhaseRun
 from tltf.training._train_data import (
     cached_features,
     check_args,
     check_tensorboard,
     class_weight_of,
+    num_examples,
     with_cardinality,
 )
 from tltf.training.freeze import freeze_backbone, parse_unfreeze
@@ -43,6 +44,10 @@ __all__ = ["FineTuneResult", "fine_tune"]
 
 HEAD_BASE_LR = 1e-3
 FINETUNE_BASE_LR = 1e-4
+FINETUNE_EPOCHS = 10
+# `finetune_epochs="auto"` skips phase 2 after a convex head fit without validation data
+# below this many training images a class (see the argument's documentation).
+SMALL_DATA_PER_CLASS = 100
 
 
 @dataclass
@@ -65,6 +70,11 @@ class FineTuneResult:
         checkpoint_dir: Path or None. Where the per-epoch checkpoints are.
         log_dir: Path or None. Where `history.csv` is.
         cached_features: bool. Whether phase 1 trained the head on cached features.
+        head_fit: str or None. How phase 1 trained the head: `"convex"` (one
+            cross-validated logistic regression, one history row whose `learning_rate` is
+            0), `"adam"` (`head_epochs` Adam epochs), or None (no phase 1 in the history).
+        head_c: float or None. For a convex phase 1, the C chosen by cross-validation
+            (inverse L2 strength on standardised features, as in scikit-learn).
     """
 
     model: keras.Model
@@ -76,6 +86,8 @@ class FineTuneResult:
     checkpoint_dir: Path | None = None
     log_dir: Path | None = None
     cached_features: bool = False
+    head_fit: str | None = None
+    head_c: float | None = None
 
 
 def fine_tune(
@@ -84,7 +96,8 @@ def fine_tune(
     val=None,
     *,
     head_epochs: int = 5,
-    finetune_epochs: int = 10,
+    finetune_epochs: int | str = "auto",
+    head_fit: str = "auto",
     unfreeze: str = "top_blocks:2",
     head_lr: float | str = "auto",
     finetune_lr: float | str = "auto",
@@ -110,11 +123,13 @@ def fine_tune(
 
     Phase 1 freezes the backbone and trains the head. When no augmentation layer runs in the
     model (`cache_features="auto"`), the backbone's features cannot change between epochs,
-    so they are computed once and the head (the very same layer object) is trained on them:
-    later head epochs cost a small fraction of the first. Phase 2 unfreezes the top of the
+    so they are computed once and the head (the very same layer object) is trained on them.
+    A linear single-label head is then fitted in one step as the L2-regularised logistic
+    regression it is, its strength chosen by cross-validation (`head_fit`); other heads
+    train for `head_epochs` Adam epochs. Phase 2 unfreezes the top of the
     backbone (`unfreeze`), keeps BatchNormalization layers in inference mode (unless
     `train_bn=True`), recompiles with a fresh optimizer and a lower learning rate, and trains
-    the whole model. Each phase uses Adam with a learning rate scaled to the batch size,
+    the whole model. Each Adam phase uses a learning rate scaled to the batch size,
     linear warmup over its first 10% of steps and cosine decay to 0, label smoothing, and
     early stopping on the validation metric; the model ends with the best weights of
     either phase. Either phase can be skipped with 0 epochs.
@@ -126,8 +141,35 @@ def fine_tune(
             `(images, labels)` of arrays (shuffled with `seed`).
         val: same types as `train`, or None (no early stopping, no best epoch). Defaults to
             None.
-        head_epochs: int >= 0. Phase 1 epochs. Defaults to `5`.
-        finetune_epochs: int >= 0. Phase 2 epochs. Defaults to `10`.
+        head_epochs: int >= 0. Phase 1 epochs when the head trains with Adam; 0 skips
+            phase 1 (any other value gives one row when the head is fitted convexly).
+            Defaults to `5`.
+        finetune_epochs: int >= 0 or `"auto"`. Phase 2 epochs. `"auto"` is 10, or 0 when
+            phase 1 fitted the head convexly (`head_fit`), `val` is None and there are
+            fewer than 100 training images a class: without validation data nothing can
+            stop phase 2 or choose its best epoch, and on such data it made the fitted head
+            worse. Measured (MobileNetV2, 160 px, 3 seeds, no validation data): on 20
+            images a class, 10 phase-2 epochs lowered the accuracy of the fitted head on
+            every seed, from 80.3% to 77.6% on flowers and from 94.8% to 93.3% on cats and
+            dogs; 3 epochs, a 10 times lower learning rate or a head kept fixed in phase 2
+            lowered it too; on 100 a class phase 2 changed nothing on average. Pass
+            `val` (early stopping then guards phase 2) or an int to fine-tune anyway.
+            Defaults to `"auto"`.
+        head_fit: str. How phase 1 trains the head. `"convex"`: fit it as a multinomial
+            logistic regression on the cached features (L-BFGS on standardised features,
+            folded back into the Dense weights; the L2 strength chosen by stratified
+            `min(5, smallest class count)`-fold cross-validation on the training data, by
+            log loss; `class_weight` respected; `head_lr` and `label_smoothing` unused). The
+            loss is convex, so this reaches the best head where a few Adam epochs stop
+            short: on 20 images a class (MobileNetV2, 160 px) the head scored 79% on
+            flowers and 95% on cats and dogs against 44% and 72% after 5 Adam epochs.
+            Needs cached features, a linear (`hidden_units=None`) single-label head, a
+            single worker, and 2 training images of every class; otherwise it raises.
+            `"adam"`: `head_epochs` Adam epochs. `"auto"`: `"convex"` when it can run and
+            training images x classes <= 1,000,000, else `"adam"` (so an augmentation
+            layer, a hidden layer, a multi-label head or a multi-worker strategy keep
+            Adam). A resumed run whose phase 1 began with Adam goes on with Adam.
+            Defaults to `"auto"`.
         unfreeze: str. What phase 2 unfreezes: `"top_blocks:N"`, `"fraction:F"`,
             `"from:<layer name>"` or `"all"` (see `tltf.unfreeze`). Defaults to
             `"top_blocks:2"`.
@@ -167,7 +209,8 @@ def fine_tune(
         seed: int or None. Seeds Python, NumPy, TensorFlow (and the data pipeline); with
             `tltf.training.runtime.set_seed(seed)` (op determinism) two runs give the same history on
             CPU. Defaults to None.
-        callbacks: list of Keras callbacks, passed to every `fit` call. Defaults to None.
+        callbacks: list of Keras callbacks, passed to every `fit` call (the convex head
+            fit makes none). Defaults to None.
         tensorboard: bool. Write TensorBoard event files of both phases to
             `directory/tensorboard/phase1` and `phase2` (view them with
             `tensorboard --logdir DIRECTORY/tensorboard`). Needs `directory` and the
@@ -181,6 +224,7 @@ def fine_tune(
 
     Raises:
         ValueError: bad epochs, learning rates, batch size, `unfreeze`, `class_weight`,
+            `head_fit` (or `"convex"` where it cannot run),
             `verbose`, `tensorboard` without `directory`,
             `cache_features` with an augmentation layer, `resume` without `directory` or
             without a checkpoint there, `resume` with a model other than the run's, or data
@@ -205,6 +249,7 @@ def fine_tune(
     """
     check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
                 discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr)
+    _head_fit.check_head_fit(head_fit)
     parse_unfreeze(unfreeze)
     verbose = resolve_verbose(verbose)
     if tensorboard:
@@ -226,6 +271,7 @@ def fine_tune(
             f"Received: cache_features={cache_features!r}"
         )
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
+    fit_plan = _head_fit.plan(head_fit, work, cached, strategy) if head_epochs else "adam"
     class_weight = class_weight_of(class_weight, train)
     num_classes = int(work.outputs[0].shape[-1])
     train_ds = batches(train, "train", training=True, batch_size=global_batch, seed=seed,
@@ -238,8 +284,8 @@ def fine_tune(
     val_ds = None if val_ds is None else with_cardinality(val_ds)
     run = PhaseRun(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping,
                tensorboard)
-    if run.state.finished and not (run.remaining(1, head_epochs)
-                                   or run.remaining(2, finetune_epochs)):
+    if run.state.finished and not (run.remaining(1, head_epochs) or run.remaining(
+            2, _phase2_epochs(finetune_epochs, run, val, train, train_ds, num_classes))):
         # A finished run stays finished: the model gets its final weights, nothing trains.
         run.restore_final()
         if work is not model:
@@ -254,18 +300,29 @@ def fine_tune(
         lr = _peak_lr(head_lr, HEAD_BASE_LR, global_batch)
         if cached:
             with strategy.scope():  # the head-only model must live where its optimizer will
-                head_model, tr, va, extract_time = cached_features(work, train, train_ds, val_ds,
-                                                                    global_batch, seed, verbose)
-            run.fit_phase(1, head_model, tr, va, head_epochs, lr, None,
-                          first_epoch_extra=extract_time, **fit_kwargs)
+                c = cached_features(work, train, train_ds, val_ds, global_batch, seed, verbose)
+            # A resumed phase 1 that began with Adam epochs goes on with them.
+            if (fit_plan == "convex" and not run.state.epochs_done["1"]
+                    and _head_fit.data_allows(head_fit, c.y, num_classes)):
+                run.fit_convex(c.head_model, c.train, c.val, lambda: _head_fit.fit_linear_head(
+                    head_of(work), c.x, c.y, class_weight=class_weight, seed=seed),
+                    jit=jit, label_smoothing=label_smoothing, first_epoch_extra=c.seconds)
+            else:
+                run.fit_phase(1, c.head_model, c.train, c.val, head_epochs, lr, None,
+                              first_epoch_extra=c.seconds, **fit_kwargs)
         else:
             run.fit_phase(1, work, train_ds, val_ds, head_epochs, lr, None, **fit_kwargs)
     run.end_phase(1)
-    if run.remaining(2, finetune_epochs):
+    phase2_epochs = _phase2_epochs(finetune_epochs, run, val, train, train_ds, num_classes)
+    if finetune_epochs == "auto" and phase2_epochs == 0:
+        run.note(f"phase 2 skipped (finetune_epochs='auto'): no validation data and fewer than "
+                 f"{SMALL_DATA_PER_CLASS} training images a class, where fine-tuning made the "
+                 "fitted head worse; pass val, or finetune_epochs=N to fine-tune anyway")
+    if run.remaining(2, phase2_epochs):
         unfreeze_layers(work, unfreeze, train_bn=train_bn)
         lr = _peak_lr(finetune_lr, FINETUNE_BASE_LR, global_batch)
         multipliers = _lr_multipliers(work, unfreeze, discriminative_lr)
-        run.fit_phase(2, work, train_ds, val_ds, finetune_epochs, lr, multipliers, **fit_kwargs)
+        run.fit_phase(2, work, train_ds, val_ds, phase2_epochs, lr, multipliers, **fit_kwargs)
     run.end_phase(2)
     run.finish()
     if work is not model:
@@ -275,10 +332,25 @@ def fine_tune(
 
 def _result(run: PhaseRun, model: keras.Model, cached: bool) -> FineTuneResult:
     best_epoch, best_metrics = run.best()
+    state = run.state
+    head_fit = ("convex" if state.head_c is not None
+                else "adam" if any(row["phase"] == 1 for row in state.rows) else None)
     return FineTuneResult(model=model, history=run.history(), best_epoch=best_epoch,
-                          best_metrics=best_metrics, monitor=run.state.monitor,
+                          best_metrics=best_metrics, monitor=state.monitor,
                           directory=run.directory, checkpoint_dir=run.ckpt_dir,
-                          log_dir=run.log_dir, cached_features=cached)
+                          log_dir=run.log_dir, cached_features=cached, head_fit=head_fit,
+                          head_c=state.head_c)
+
+
+def _phase2_epochs(option, run: PhaseRun, val, train, train_ds, num_classes: int) -> int:
+    """`finetune_epochs` as a number: `"auto"` is 10, or 0 after a convex head fit with no
+    validation data and fewer than `SMALL_DATA_PER_CLASS` training images a class."""
+    if option != "auto":
+        return option
+    if val is not None or run.state.head_c is None:
+        return FINETUNE_EPOCHS
+    small = num_examples(train, train_ds) < SMALL_DATA_PER_CLASS * num_classes
+    return 0 if small else FINETUNE_EPOCHS
 
 
 # ----------------------------------------------------------------------------------------------
