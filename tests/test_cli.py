@@ -193,3 +193,22 @@ def test_load_config_checks_sections_and_keys(tmp_path):
             load_config(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="Config file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_head_fit_and_auto_epochs_reach_the_training_config(tmp_path, photos, monkeypatch):
+    import tltf.runs.train
+
+    seen = {}
+    monkeypatch.setattr(tltf.runs.train, "train_run",
+                        lambda out, config, **kwargs: seen.update(config["train"]))
+    assert main(["train", "--data", str(photos), "--out", str(tmp_path / "r"),
+                 "--head-fit", "adam", "--finetune-epochs", "auto"]) == 0
+    assert seen["head_fit"] == "adam" and seen["finetune_epochs"] == "auto"
+    seen.clear()
+    assert main(["train", "--data", str(photos), "--out", str(tmp_path / "r"),
+                 "--finetune-epochs", "3"]) == 0
+    assert seen["finetune_epochs"] == 3 and "head_fit" not in seen
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", str(photos), "--out", str(tmp_path / "r"),
+              "--finetune-epochs", "-1"])
+    assert exit_.value.code == 2  # argparse's usage error, naming the argument

@@ -120,7 +120,7 @@ def train(args) -> int:
             model_cfg[key] = None if value == "none" else value
     model_cfg.setdefault("backbone", "mobilenet_v2")
     train_cfg = dict(config["train"])
-    for key in ("head_epochs", "finetune_epochs", "batch_size", "unfreeze"):
+    for key in ("head_epochs", "head_fit", "finetune_epochs", "batch_size", "unfreeze"):
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
     train_cfg.setdefault("seed", args.seed)

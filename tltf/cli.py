@@ -64,8 +64,14 @@ def _parser() -> argparse.ArgumentParser:
                                       "hub:HANDLE; default mobilenet_v2")
     p.add_argument("--image-size", type=int, help="square input size in pixels")
     p.add_argument("--weights", help="'imagenet' (default), 'none' or a weights file")
-    p.add_argument("--head-epochs", type=int, help="epochs of phase 1 (head only)")
-    p.add_argument("--finetune-epochs", type=int, help="epochs of phase 2 (top blocks unfrozen)")
+    p.add_argument("--head-epochs", type=int, help="Adam epochs of phase 1 (head only)")
+    p.add_argument("--head-fit", choices=("auto", "convex", "adam"),
+                   help="how phase 1 trains the head: 'convex' fits a linear head as a "
+                        "cross-validated logistic regression, 'adam' trains --head-epochs "
+                        "epochs (default auto: convex where it can run)")
+    p.add_argument("--finetune-epochs", type=_epochs_or_auto,
+                   help="epochs of phase 2 (top blocks unfrozen), or 'auto' (default: 10, "
+                        "none without validation data under 100 images a class)")
     p.add_argument("--unfreeze", help="what phase 2 unfreezes, e.g. top_blocks:2, fraction:0.3")
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--validation-split", type=float, default=0.2,
@@ -148,6 +154,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard")
     p.set_defaults(func=commands.backbones)
     return parser
+
+
+def _epochs_or_auto(text: str) -> int | str:
+    """`--finetune-epochs`: an int >= 0 or `auto`."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0 or 'auto', got {text!r}")
+    return value
 
 
 def _trust_flag(parser: argparse.ArgumentParser) -> None:
