@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -335,3 +336,23 @@ def test_records_errors(tmp_path):
         write_records(load_arrays(np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1])), tmp_path)
     with pytest.raises(FileNotFoundError, match="holds no records.json"):
         load_records(tmp_path)
+
+
+def test_fine_tune_caches_images_too_large_for_memory_in_the_run_folder(tmp_path, monkeypatch):
+    import psutil
+
+    from tltf.data import load_arrays
+    from tltf.training import fine_tune
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _train_tiny import tiny_model
+
+    rng = np.random.default_rng(0)
+    train = load_arrays(rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8), np.arange(16) % 2)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: _Memory(1000))
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match=rf"caches the decoded images on disk in {run}"):
+        fine_tune(tiny_model(), train, None, head_epochs=1, finetune_epochs=1, batch_size=8,
+                  directory=run, verbose=0, seed=0)
+    (folder,) = run.glob("tltf-data-cache-*")  # removed when the process ends
+    assert any(p.name.endswith(".index") for p in folder.iterdir())

@@ -61,7 +61,9 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose) -
     head = head_of(model)
     extract = _Extractor(keras.Model(model.inputs, head.input))
     # Unshuffled and un-augmented; the same reading as `train_ds` otherwise.
-    source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True)
+    # Read once: a cache would only hold a second copy of the images `train_ds` caches.
+    source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True,
+                     cache=None)
     x, y = features(extract, source.data, "phase 1: caching training features", verbose,
                     source.num_batches)
     check_labels("train", y, int(model.outputs[0].shape[-1]))

@@ -274,10 +274,12 @@ def fine_tune(
     fit_plan = _head_fit.plan(head_fit, work, cached, strategy) if head_epochs else "adam"
     class_weight = class_weight_of(class_weight, train)
     num_classes = int(work.outputs[0].shape[-1])
+    # A decoded set too large for memory is cached on the run folder's disk (cache="auto").
     train_ds = batches(train, "train", training=True, batch_size=global_batch, seed=seed,
-                       num_classes=num_classes, fit=True).data
+                       num_classes=num_classes, fit=True, cache_dir=directory).data
     val_ds = None if val is None else batches(val, "val", training=False, batch_size=global_batch,
-                                              seed=seed, num_classes=num_classes, fit=True).data
+                                              seed=seed, num_classes=num_classes, fit=True,
+                                              cache_dir=directory).data
     # Known sizes: raises on an infinite dataset, counts at most once, and spares Keras the
     # "input ran out of data" warning it gives for a dataset of unknown size.
     train_ds = with_cardinality(train_ds)
