@@ -47,6 +47,7 @@ class PhaseRun:
         self.writes = self.directory is not None and distribute.is_chief(strategy)
         self.best_weights = None
         self.nonfinite = None
+        self.trunk_layer = None  # where phase 2's trunk was cached in this call, if it was
         state = None
         if self.directory is not None:
             self.ckpt_dir = self.directory / "checkpoints"
@@ -84,7 +85,15 @@ class PhaseRun:
         return state.epochs_done[str(phase)] < epochs
 
     def fit_phase(self, phase, train_model, train_ds, val_ds, epochs, lr, multipliers, *,
-                  class_weight, jit, label_smoothing, first_epoch_extra=0.0):
+                  class_weight, jit, label_smoothing, first_epoch_extra=0.0, trunk=None):
+        """Fits `train_model` for the phase's remaining epochs.
+
+        `trunk` (phase 2): a `tltf.training._trunk.TrunkCache`. When it gives a top model,
+        that model (the same layers above the cut, and the head) trains on the cached trunk
+        outputs with the optimizer of `train_model`, and `train_model` (the full model) is
+        what the checkpoints hold and restore; its weights are restored before the trunk is
+        read, so a resumed run caches the frozen weights it was saved with.
+        """
         state = self.state
         if state.phase != phase:
             state.phase, state.weights_file, state.wait = phase, None, 0
@@ -101,7 +110,25 @@ class PhaseRun:
         cbs = [monitor]
         if self.tensorboard and self.writes:
             cbs.append(self._tensorboard(phase))
-        if self.writes:
+        fit_model, steps_per_epoch = train_model, None
+        if trunk is not None:
+            if self.writes:
+                checkpoint = _FullModelCheckpoint(train_model, self.ckpt_dir, phase, state,
+                                                  skip=lambda: self.nonfinite is not None)
+                checkpoint.on_train_begin()  # the full model's weights back, then the trunk
+                cbs.append(checkpoint)
+            top = trunk(state.epochs_done[str(phase)])
+            if top is not None:
+                self.trunk_layer = trunk.cut.layer
+                fit_model, train_ds, val_ds = top.model, top.train, top.val
+                steps_per_epoch = top.steps
+                monitor.extra += top.seconds
+                with self.strategy.scope():
+                    if not optimizer.built:  # in the full model's order, as a restore builds it
+                        optimizer.build(train_model.trainable_variables)
+                    compile_classifier(fit_model, optimizer, label_smoothing=label_smoothing,
+                                       jit_compile=jit)
+        elif self.writes:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
         elif self.ckpt_dir is not None:  # a worker that is not the chief: restore, never write
@@ -110,9 +137,9 @@ class PhaseRun:
         cbs += self.user_callbacks
         # verbose=2 is the run's own line per epoch (printed by _Monitor), not Keras' two.
         with keras_steps_without_retracing_warning():
-            train_model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+            fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                             initial_epoch=state.epochs_done[str(phase)],
-                            class_weight=class_weight, callbacks=cbs,
+                            class_weight=class_weight, callbacks=cbs, steps_per_epoch=steps_per_epoch,
                             verbose=1 if self.verbose == 1 else 0, shuffle=False)
         if self.nonfinite is not None:
             if self.best_weights is not None:
@@ -266,6 +293,29 @@ class PhaseRun:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             with open(self.log_dir / "train.log", "a", encoding="utf-8") as log:
                 log.write(f"{stamp} {line}\n")
+
+
+class _FullModelCheckpoint(PhaseCheckpoint):
+    """A `PhaseCheckpoint` of the full model while its top trains on a cached trunk.
+
+    Keras hands callbacks the model that `fit` trains (the top model); this one keeps the full
+    model, which shares that model's layers and optimizer, so its files hold every weight and
+    load into the full model whether or not a later run caches the trunk. It restores once,
+    when called before `fit` (see `PhaseRun.fit_phase`).
+    """
+
+    def __init__(self, full_model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.full_model, self.restored = full_model, False
+        super().set_model(full_model)
+
+    def set_model(self, model):
+        super().set_model(self.full_model)
+
+    def on_train_begin(self, logs=None):
+        if not self.restored:
+            self.restored = True
+            super().on_train_begin(logs)
 
 
 class _Monitor(keras.callbacks.Callback):

@@ -60,27 +60,43 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose) -
     t0 = time.perf_counter()
     head = head_of(model)
     extract = _Extractor(keras.Model(model.inputs, head.input))
-    # Unshuffled and un-augmented; the same reading as `train_ds` otherwise.
-    # Read once: a cache would only hold a second copy of the images `train_ds` caches.
-    source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True,
-                     cache=None)
-    x, y = features(extract, source.data, "phase 1: caching training features", verbose,
-                    source.num_batches)
-    check_labels("train", y, int(model.outputs[0].shape[-1]))
-    n = len(y)
+    x, y, tr, va, _ = cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose,
+                                    "phase 1: caching", "features", rebatch=batch_size)
     if verbose:
-        print(f"Phase 1: cached backbone features of {n} training images "
+        print(f"Phase 1: cached backbone features of {len(y)} training images "
               f"({x.shape[1]} values each) in {time.perf_counter() - t0:.1f}s")
-    tr = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    va = None
-    if val_ds is not None:
-        vx, vy = features(extract, val_ds, "phase 1: caching validation features", verbose)
-        check_labels("val", vy, int(model.outputs[0].shape[-1]))
-        va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(batch_size)
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
     return Cached(head_model, x, y, tr, va, time.perf_counter() - t0)
+
+
+def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, label, what, *,
+                  rebatch=None):
+    """`extract`'s outputs for every training and validation image, computed once.
+
+    The training images are read once, unshuffled and un-augmented (otherwise as `fit` reads
+    them, `batch_size` at a time; a cache would only hold a second copy of the images the
+    training data caches). Returns `(x, y, train, val)`: the training outputs and labels as
+    arrays, the same as a dataset shuffled with `seed` every epoch and batched by `rebatch`
+    (None: as the data's own first batch), the validation outputs batched the same way (None
+    without `val_ds`), and that batch size.
+    """
+    source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True,
+                     cache=None)
+    sizes = []
+    x, y = features(extract, source.data, f"{label} training {what}", verbose,
+                    source.num_batches, sizes=sizes)
+    num_classes = int(model.outputs[0].shape[-1])
+    check_labels("train", y, num_classes)
+    rebatch = rebatch or sizes[0]
+    tr = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(y), seed=seed, reshuffle_each_iteration=True).batch(rebatch)
+    va = None
+    if val_ds is not None:
+        vx, vy = features(extract, val_ds, f"{label} validation {what}", verbose)
+        check_labels("val", vy, num_classes)
+        va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(rebatch)
+    return x, y, tr, va, rebatch
 
 
 class _Extractor:
@@ -106,8 +122,9 @@ class _Extractor:
         return graph(images)
 
 
-def features(extract, ds, label="extracting features", verbose=0, total=None):
-    """(features, labels) as NumPy arrays of every batch of `ds`, through `extract`."""
+def features(extract, ds, label="extracting features", verbose=0, total=None, sizes=None):
+    """(features, labels) as NumPy arrays of every batch of `ds`, through `extract`; the size
+    of every batch is appended to the list `sizes` when given."""
     from tltf._progress import progress
 
     if total is None and int(ds.cardinality()) >= 0:
@@ -116,6 +133,8 @@ def features(extract, ds, label="extracting features", verbose=0, total=None):
     for images, labels in progress(ds, label, verbose, total=total, unit="batches"):
         xs.append(np.asarray(extract(images)))
         ys.append(np.asarray(labels))
+        if sizes is not None:
+            sizes.append(len(ys[-1]))
     if not xs:
         raise ValueError("The data set is empty: there is nothing to train on. "
                          "Received: 0 batches")

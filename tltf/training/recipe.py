@@ -26,7 +26,7 @@ from tltf.data._batches import batches
 from tltf.models import precision
 from tltf.models.classifier import compile_classifier
 from tltf.models.parts import backbone_of, head_of, spec_of
-from tltf.training import _head_fit, distribute, runtime
+from tltf.training import _head_fit, _trunk, distribute, runtime
 from tltf.training._phases import PhaseRun
 from tltf.training._train_data import (
     cached_features,
@@ -75,6 +75,9 @@ class FineTuneResult:
             0), `"adam"` (`head_epochs` Adam epochs), or None (no phase 1 in the history).
         head_c: float or None. For a convex phase 1, the C chosen by cross-validation
             (inverse L2 strength on standardised features, as in scikit-learn).
+        trunk_cache: str or None. The backbone layer at whose output phase 2 cached the
+            frozen trunk (`trunk_cache`), or None when phase 2 trained the full model or did
+            not run in this call.
     """
 
     model: keras.Model
@@ -88,6 +91,7 @@ class FineTuneResult:
     cached_features: bool = False
     head_fit: str | None = None
     head_c: float | None = None
+    trunk_cache: str | None = None
 
 
 def fine_tune(
@@ -108,6 +112,7 @@ def fine_tune(
     class_weight: dict[int, float] | str | None = None,
     discriminative_lr: float | None = None,
     cache_features: bool | str = "auto",
+    trunk_cache: bool | str = "auto",
     directory: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -191,6 +196,13 @@ def fine_tune(
             head at `finetune_lr`). Defaults to None (one rate).
         cache_features: bool or `"auto"`. Train the head on cached backbone features in
             phase 1. `"auto"`: when the model has no augmentation layer. Defaults to `"auto"`.
+        trunk_cache: bool or `"auto"`. Phase 2 on a cached trunk: the frozen part's output
+            at the unfreeze boundary is computed once and only the model's own layers above
+            it and the head train on it (the same result as the full model, up to float
+            rounding and the epochs' image order). Needs no augmentation layer, nothing
+            random below the boundary, one tensor there that all above reads, one worker,
+            and outputs within a quarter of free memory (see the training guide). `"auto"`:
+            when possible, else the full model, saying why. Defaults to `"auto"`.
         directory: str, Path or None. Run folder for checkpoints (every epoch, atomic),
             `logs/history.csv` and `logs/train.log` (one line per epoch, appended). None
             writes nothing (no resume). Defaults to None.
@@ -226,7 +238,8 @@ def fine_tune(
         ValueError: bad epochs, learning rates, batch size, `unfreeze`, `class_weight`,
             `head_fit` (or `"convex"` where it cannot run),
             `verbose`, `tensorboard` without `directory`,
-            `cache_features` with an augmentation layer, `resume` without `directory` or
+            `cache_features` with an augmentation layer, `trunk_cache=True` where the
+            trunk cannot be cached (see above), `resume` without `directory` or
             without a checkpoint there, `resume` with a model other than the run's, or data
             that is not batched `(images, labels)`.
         FileExistsError: `directory` holds an earlier run and neither `resume` nor
@@ -250,6 +263,7 @@ def fine_tune(
     check_args(head_epochs, finetune_epochs, batch_size, label_smoothing, early_stopping,
                 discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr)
     _head_fit.check_head_fit(head_fit)
+    _trunk.check_option(trunk_cache)
     parse_unfreeze(unfreeze)
     verbose = resolve_verbose(verbose)
     if tensorboard:
@@ -272,6 +286,8 @@ def fine_tune(
         )
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
     fit_plan = _head_fit.plan(head_fit, work, cached, strategy) if head_epochs else "adam"
+    cut, no_cut = (_trunk.plan(trunk_cache, work, unfreeze, has_augmentation, strategy)
+                   if finetune_epochs else (None, ""))
     class_weight = class_weight_of(class_weight, train)
     num_classes = int(work.outputs[0].shape[-1])
     # A decoded set too large for memory is cached on the run folder's disk (cache="auto").
@@ -324,7 +340,13 @@ def fine_tune(
         unfreeze_layers(work, unfreeze, train_bn=train_bn)
         lr = _peak_lr(finetune_lr, FINETUNE_BASE_LR, global_batch)
         multipliers = _lr_multipliers(work, unfreeze, discriminative_lr)
-        run.fit_phase(2, work, train_ds, val_ds, phase2_epochs, lr, multipliers, **fit_kwargs)
+        if cut is None and trunk_cache == "auto":
+            run.note(f"phase 2: training the full model (trunk_cache='auto': {no_cut})")
+        trunk = None if cut is None else _trunk.TrunkCache(
+            trunk_cache, work, cut, train, train_ds, val, val_ds, global_batch, seed, verbose,
+            run.note)
+        run.fit_phase(2, work, train_ds, val_ds, phase2_epochs, lr, multipliers, trunk=trunk,
+                      **fit_kwargs)
     run.end_phase(2)
     run.finish()
     if work is not model:
@@ -341,7 +363,7 @@ def _result(run: PhaseRun, model: keras.Model, cached: bool) -> FineTuneResult:
                           best_metrics=best_metrics, monitor=state.monitor,
                           directory=run.directory, checkpoint_dir=run.ckpt_dir,
                           log_dir=run.log_dir, cached_features=cached, head_fit=head_fit,
-                          head_c=state.head_c)
+                          head_c=state.head_c, trunk_cache=run.trunk_layer)
 
 
 def _phase2_epochs(option, run: PhaseRun, val, train, train_ds, num_classes: int) -> int:

@@ -1,0 +1,188 @@
+"""Phase 2 on a cached trunk: the frozen part's output computed once, the top trained on it.
+
+In phase 2 everything below the unfrozen blocks is frozen: its BatchNormalization layers run
+in inference mode and its weights never move. When nothing random runs there either (no
+augmentation layer, no dropout or noise layer below the cut), its output for an image is the
+same in every epoch. `plan` finds the cut: the one tensor of the backbone's graph that every
+layer above the unfreeze boundary depends on alone (for MobileNetV2 and `top_blocks:2`, the
+output of `block_14_add`). `TrunkCache` computes that tensor once for every training and
+validation image and builds the top model from the very same layer objects above the cut,
+then the head, so `fit` on it updates the full model's weights; the full model is what
+checkpoints, the best weights, `predict` and every export see.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import NamedTuple
+
+import keras
+
+from tltf._warn import warn
+from tltf.data._cache_choice import MEMORY_FRACTION, _gb
+from tltf.models.parts import backbone_of, head_of
+from tltf.training import distribute
+from tltf.training._train_data import _Extractor, cache_outputs, num_batches, num_examples
+from tltf.training.runtime import _walk_layers
+
+_RANDOM = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+           keras.layers.AlphaDropout)
+
+
+class Cut(NamedTuple):
+    """Where the trunk ends: the cut tensor of the backbone's graph and the layer making it."""
+
+    tensor: object  # a KerasTensor of the backbone's graph
+    layer: str  # the name of the backbone layer whose output it is
+    values: int  # values per image
+
+
+class TopData(NamedTuple):
+    """What `TrunkCache()` returns: the model that trains, its data, the seconds it took."""
+
+    model: keras.Model
+    train: object  # tf.data.Dataset of (trunk outputs, labels), shuffled every epoch, endless
+    val: object  # the validation outputs, or None
+    steps: int  # batches an epoch
+    seconds: float
+
+
+def check_option(option) -> None:
+    if not (isinstance(option, bool) or option == "auto"):
+        raise ValueError(
+            f"`trunk_cache` must be True, False or 'auto'. Received: trunk_cache={option!r}")
+
+
+def plan(option, model, unfreeze: str, has_augmentation: bool, strategy) -> tuple[Cut | None, str]:
+    """The cut to cache at in phase 2, or None and the reason why not.
+
+    Raises:
+        ValueError: `option` is True and the trunk cannot be cached.
+    """
+    if option is False:
+        return None, "trunk_cache=False"
+    reason, cut = _obstacle(model, unfreeze, has_augmentation, strategy)
+    if reason is not None and option is True:
+        raise ValueError(
+            "`trunk_cache=True` trains phase 2 on the cached output of the frozen part of the "
+            f"backbone, but {reason}. Use trunk_cache='auto' (which then trains the full model) "
+            f"or False. Received: trunk_cache={option!r}")
+    return cut, reason or ""
+
+
+def _obstacle(model, unfreeze, has_augmentation, strategy) -> tuple[str | None, Cut | None]:
+    if has_augmentation:
+        return "the model has an augmentation layer, which runs before the unfrozen blocks", None
+    if distribute._num_workers(strategy) > 1:
+        return "training runs on several workers, each with its own share of the data", None
+    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if names != ["preprocessing", "backbone", "head"]:
+        return f"the model is not image -> preprocessing -> backbone -> head (layers {names})", None
+    from tltf.training.freeze import _start_index
+
+    backbone = backbone_of(model)
+    layers = list(getattr(backbone, "layers", [backbone]))
+    with warnings.catch_warnings():  # `unfreeze` itself warns about too many blocks
+        warnings.simplefilter("ignore")
+        start = _start_index(model, backbone, unfreeze)
+    below = [layer for layer in layers[:start] if not isinstance(layer, keras.layers.InputLayer)]
+    if not below:
+        return f"nothing below the unfrozen layers is frozen (unfreeze={unfreeze!r})", None
+    for layer in [model.get_layer("preprocessing"), *below]:
+        for inner in _walk_layers(layer):
+            if isinstance(inner, _RANDOM) or type(inner).__name__.startswith("Random"):
+                return (f"the frozen layer {inner.name!r} ({type(inner).__name__}) runs at "
+                        "random in training"), None
+    cut = _cut_tensor(layers[start:])
+    if cut is None:
+        return (f"the layers above the unfreeze boundary (from {layers[start].name!r}) take "
+                "more than one tensor from the frozen layers below it"), None
+    producer = next((layer for layer in below
+                     if any(t is cut for t in _tensors(layer, "output"))), None)
+    if producer is None:
+        return "the layers above the unfreeze boundary read the backbone's input", None
+    return None, Cut(cut, producer.name, math.prod(int(d) for d in cut.shape[1:]))
+
+
+def _tensors(layer, which: str) -> list:
+    """The input or output tensors of a layer's first call (the one in its model's graph)."""
+    try:
+        return keras.tree.flatten(getattr(layer, which))
+    except (AttributeError, ValueError):  # a layer never called on symbolic tensors
+        return []
+
+
+def _cut_tensor(above: list):
+    """The one tensor from below that the layers `above` read, or None."""
+    made = {id(t) for layer in above for t in _tensors(layer, "output")}
+    from_below = {id(t): t for layer in above for t in _tensors(layer, "input")
+                  if id(t) not in made}
+    if len(from_below) != 1 or not made:
+        return None
+    (cut,) = from_below.values()
+    return cut if all(d is not None for d in cut.shape[1:]) else None
+
+
+class TrunkCache:
+    """Called when phase 2 starts (after a resumed run's weights are back): computes the trunk's
+    outputs and returns a `TopData`, or None (with a warning) when they would not fit memory.
+
+    The training outputs are shuffled with the seed every epoch, endlessly (`fit` then needs
+    `steps_per_epoch=TopData.steps`); a resumed run skips the `epochs_done` epochs' batches.
+    """
+
+    def __init__(self, option, model, cut: Cut, train, train_ds, val, val_ds, batch_size, seed,
+                 verbose, note):
+        self.option, self.model, self.cut = option, model, cut
+        self.train, self.train_ds, self.val, self.val_ds = train, train_ds, val, val_ds
+        self.batch_size, self.seed, self.verbose, self.note = batch_size, seed, verbose, note
+
+    def __call__(self, epochs_done: int = 0) -> TopData | None:
+        t0 = time.perf_counter()
+        model, cut = self.model, self.cut
+        n = num_examples(self.train, self.train_ds)
+        n_val = 0 if self.val_ds is None else num_examples(self.val, self.val_ds)
+        nbytes = (n + n_val) * cut.values * 4
+        reason = _memory_obstacle(nbytes, n + n_val)
+        if reason is not None:
+            return self._fall_back(reason)
+        backbone = backbone_of(model)
+        shape = "x".join(str(d) for d in cut.tensor.shape[1:])
+        self.note(f"phase 2: caching the frozen trunk's output at {cut.layer} ({shape} values "
+                  f"an image, {_gb(nbytes)} for {n + n_val} images); the layers above it and "
+                  "the head train on it")
+        bottom = keras.Model(backbone.inputs, cut.tensor)
+        preprocessing = model.get_layer("preprocessing")
+        extract = _Extractor(lambda x, training=False: bottom(preprocessing(x), training=training))
+        _, y, tr, va, batch = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size,
+                                     self.seed, self.verbose, "phase 2: caching", "trunk outputs")
+        steps = num_batches(self.train_ds)
+        if math.ceil(len(y) / batch) != steps:
+            return self._fall_back(f"the {steps} training batches are not all of the first "
+                                   f"one's size ({batch})")
+        # One order a epoch from one iterator (fit is given steps_per_epoch), so epoch k has
+        # the same order in a resumed run as in an unbroken one.
+        tr = tr.repeat().skip(epochs_done * steps)
+        top = keras.Model(cut.tensor, backbone.output, name=f"{backbone.name}_top")
+        inputs = keras.Input(tuple(cut.tensor.shape[1:]), name="trunk")
+        outputs = head_of(model)(top(inputs))
+        top_model = keras.Model(inputs, outputs, name=f"{model.name}_top")
+        return TopData(top_model, tr, va, steps, time.perf_counter() - t0)
+
+    def _fall_back(self, reason: str) -> None:
+        if self.option is True:
+            raise ValueError(f"`trunk_cache=True` cannot cache phase 2's trunk: {reason}. "
+                             "Use trunk_cache='auto' or False. Received: trunk_cache=True")
+        warn(f"trunk_cache='auto' trains phase 2 on the full model: {reason}.")
+
+
+def _memory_obstacle(nbytes: int, images: int) -> str | None:
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if nbytes <= MEMORY_FRACTION * available:
+        return None
+    return (f"the trunk outputs of {images} images take {_gb(nbytes)}, more than "
+            f"{MEMORY_FRACTION:.0%} of the {_gb(available)} of memory available")
