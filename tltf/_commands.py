@@ -137,6 +137,41 @@ def train(args) -> int:
     return 0
 
 
+def lr_find(args) -> int:
+    import tltf
+    from tltf.runs.config import data_section, load_data
+
+    weights = None if args.weights == "none" else args.weights
+    size = args.image_size or tltf.get_backbone(args.backbone).default_size
+    train, _, _ = load_data(data_section(args.data, size, {}), say=say)
+    model = tltf.build_classifier(args.backbone, train.num_classes, image_size=size,
+                                  weights=weights, class_names=train.class_names, seed=args.seed)
+    if args.phase == 2:  # the rate of phase 2 is for a model whose head is trained
+        say("fitting the head first (phase 1 of `tltf train`) ...")
+        tltf.fine_tune(model, train, finetune_epochs=0, batch_size=args.batch_size,
+                       seed=args.seed, verbose=0)
+    result = tltf.lr_find(model, train, phase=args.phase, unfreeze=args.unfreeze,
+                          num_steps=args.num_steps, batch_size=args.batch_size, seed=args.seed)
+    what = (f"the head and {len(result.unfrozen)} layers of the backbone "
+            f"(unfreeze={args.unfreeze})" if args.phase == 2 else "the head alone")
+    stop = ", stopped: the loss diverged" if result.diverged else ""
+    say(f"phase {args.phase}: trained {what}, {len(result.lrs)} steps{stop}")
+    say(f"{'learning rate':>14}  smoothed loss")
+    n, rows = len(result.lrs), min(10, len(result.lrs))
+    for i in sorted({round(k * (n - 1) / max(1, rows - 1)) for k in range(rows)}):
+        say(f"{result.lrs[i]:>14.2e}  {result.losses[i]:.4f}")
+    others = ", ".join(f"{k} {v:.2e}" for k, v in result.suggestions.items() if k != "valley")
+    key = "finetune_lr" if args.phase == 2 else "head_lr"
+    say(f"suggested learning rate (valley rule): {result.suggestion:.2e}  (other rules: {others})")
+    say(f"use it as fine_tune's {key} (config key train.{key})")
+    if args.plot:
+        say(f"plot: {result.plot(args.plot)}")
+    if args.json:
+        _write_json(Path(args.json), result.to_dict())
+        say(f"json: {args.json}")
+    return 0
+
+
 def evaluate(args) -> int:
     import tltf
     from tltf.evaluation.metrics import evaluate

@@ -1,7 +1,7 @@
-"""The `tltf` command: train, evaluate, predict, export, tune, audit and list backbones.
+"""The `tltf` command: train, lr-find, evaluate, predict, export, tune, audit, list backbones.
 
 Every command is a thin call of the public functions (`tltf.load_image_folder`,
-`tltf.build_classifier`, `tltf.fine_tune`, `tltf.evaluate`, `tltf.export_tflite`, `tltf.search`,
+`tltf.build_classifier`, `tltf.fine_tune`, `tltf.lr_find`, `tltf.evaluate`, `tltf.export_tflite`, `tltf.search`,
 `tltf.runs.train_run`, ...); the commands live in `tltf._commands`. A user error (missing folder, unknown backbone, bad config key)
 prints one line and exits with status 1; `--verbose` prints the traceback instead.
 """
@@ -26,6 +26,7 @@ _EPILOG = """examples:
   tltf train --data photos/ --backbone mobilenet_v2 --image-size 224 --out runs/1 --tflite int8
   tltf train --config run.yaml --out runs/2
   tltf train --out runs/1 --resume
+  tltf lr-find --data photos/ --backbone mobilenet_v2 --plot lr.png
   tltf evaluate runs/1/model.keras photos_test/ --out runs/1/test-report
   tltf predict runs/1/model.keras cat.jpg dog.jpg --top-k 3
   tltf export runs/1/model.keras model.tflite --quantization int8 --representative-data photos/
@@ -91,6 +92,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="write TensorBoard logs to OUT/tensorboard (pip install "
                         "\"tltf[tensorboard]\"); view with: tensorboard --logdir OUT/tensorboard")
     p.set_defaults(func=commands.train)
+
+    p = command("lr-find", "suggest a learning rate: the learning-rate range test",
+                "tltf lr-find --data photos/ --backbone mobilenet_v2 --plot lr.png --json lr.json")
+    p.add_argument("--data", required=True,
+                   help="folder with one subfolder per class (a split folder: its train part), "
+                        "or tfds:NAME")
+    p.add_argument("--backbone", default="mobilenet_v2",
+                   help="registered backbone name or hub:HANDLE (default mobilenet_v2)")
+    p.add_argument("--image-size", type=int, help="square input size (default: the backbone's)")
+    p.add_argument("--weights", default="imagenet", help="'imagenet' (default) or 'none'")
+    p.add_argument("--phase", type=int, choices=(1, 2), default=2,
+                   help="1: the head on a frozen backbone; 2 (default): the head is fitted "
+                        "first (phase 1 of `tltf train`), then the top blocks train too")
+    p.add_argument("--unfreeze", default="top_blocks:2",
+                   help="what phase 2 unfreezes (default top_blocks:2)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-steps", type=int, default=100, help="steps at most (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="write the loss against the learning rate to this PNG")
+    p.add_argument("--json", help="write the rates, losses and suggestions to this JSON file")
+    p.set_defaults(func=commands.lr_find)
 
     p = command("evaluate", "measure a saved model on a labelled folder and write a report",
                 "tltf evaluate runs/1/model.keras photos_test/ --out runs/1/test-report")
