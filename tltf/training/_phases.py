@@ -117,17 +117,18 @@ class PhaseRun:
                                                   skip=lambda: self.nonfinite is not None)
                 checkpoint.on_train_begin()  # the full model's weights back, then the trunk
                 cbs.append(checkpoint)
-            top = trunk(state.epochs_done[str(phase)])
+            with self.strategy.scope():  # the top model must live where its optimizer does
+                top = trunk(state.epochs_done[str(phase)])
+                if top is not None:
+                    if not optimizer.built:  # in the full model's order, as a restore builds it
+                        optimizer.build(train_model.trainable_variables)
+                    compile_classifier(top.model, optimizer, label_smoothing=label_smoothing,
+                                       jit_compile=jit)
             if top is not None:
                 self.trunk_layer = trunk.cut.layer
                 fit_model, train_ds, val_ds = top.model, top.train, top.val
                 steps_per_epoch = top.steps
                 monitor.extra += top.seconds
-                with self.strategy.scope():
-                    if not optimizer.built:  # in the full model's order, as a restore builds it
-                        optimizer.build(train_model.trainable_variables)
-                    compile_classifier(fit_model, optimizer, label_smoothing=label_smoothing,
-                                       jit_compile=jit)
         elif self.writes:
             cbs.append(PhaseCheckpoint(self.ckpt_dir, phase, state,
                                        skip=lambda: self.nonfinite is not None))
