@@ -1,6 +1,10 @@
 """Phase 2 on a cached trunk (`fine_tune(trunk_cache=...)`): the same training, cheaper."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -100,6 +104,7 @@ def test_the_comparison_can_fail_a_trunk_with_batchnorm_in_training_mode_trains_
         _assert_same_weights(model, full)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_top_blocks_2_cuts_at_block_14_add_and_trains_the_same():
     def make():
         keras.utils.set_random_seed(0)
@@ -206,3 +211,38 @@ def test_resume_in_phase_2_on_the_cached_trunk_matches_an_unbroken_run(tmp_path,
     np.testing.assert_allclose(resumed.history["loss"], expected.history["loss"], rtol=1e-5)
     assert resumed_model.optimizer.iterations.numpy() == 4 * 4
     _assert_same_weights(resumed_model, unbroken)
+
+
+_MIRRORED = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {tests!r})
+from _train_tiny import tiny_arrays, tiny_model
+from tltf.training.recipe import fine_tune
+out = {{}}
+for option in (False, True):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = tiny_model()
+    result = fine_tune(model, tiny_arrays(32), head_epochs=0, finetune_epochs=3,
+                       unfreeze="top_blocks:1", trunk_cache=option, batch_size=16, seed=0,
+                       early_stopping=False, verbose=0, finetune_lr=1e-2, strategy=strategy)
+    out[str(option)] = [result.trunk_cache,
+                        np.concatenate([w.ravel() for w in model.get_weights()]).tolist()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_mirrored_strategy_trains_the_same_on_the_cached_trunk():
+    # Two replicas need two logical CPUs, set before TensorFlow starts: a new process.
+    script = _MIRRORED.format(tests=str(Path(__file__).parent))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["False"][0] is None and out["True"][0] == "block2_relu"
+    np.testing.assert_allclose(out["True"][1], out["False"][1], rtol=1e-5, atol=1e-6)
