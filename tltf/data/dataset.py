@@ -149,6 +149,7 @@ class ImageDataset:
         one_hot: bool = False,
         deterministic: bool | None = None,
         drop_remainder: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> tf.data.Dataset:
         """Batches for `fit`, `evaluate` or `predict`: decode, cache, shuffle, augment, prefetch.
 
@@ -185,6 +186,21 @@ class ImageDataset:
                 parallel decoding (slightly slower). Defaults to `True` when `seed` is given
                 or `training` is `False`, else `False`.
             drop_remainder: bool. Drop the last, smaller batch. Defaults to `False`.
+            shard: `(num_shards, index)` or `None`. Prepare only this worker's share of a
+                multi-worker run (`tltf.training.distribute.worker_shard(strategy)` gives
+                it): the elements `index, index + num_shards, ...`, chosen before
+                decoding, so this process decodes and caches only its own files. Give
+                the global `batch_size`, as without sharding: `tf.distribute` takes
+                `batch_size / num_shards` images of each worker's own share per step.
+                Every share is padded to the same whole number of such steps by repeating
+                its first elements (fewer than `batch_size` repeats in all), so that all
+                workers run the same steps and every step is a full global batch. An
+                epoch then has about `num_shards` times more steps than this dataset has
+                batches: Keras reads it until it ends (do not set `steps_per_epoch` from
+                its batches). The dataset is marked so that `tf.distribute` does not
+                shard it again. A `cache` path prefix gets the suffix
+                `.shard-<index>-of-<num_shards>`, so workers sharing a disk never write
+                the same cache file. Defaults to `None` (all).
 
         Returns:
             A `tf.data.Dataset` of (float32 images in [0, 255] of shape
@@ -192,7 +208,9 @@ class ImageDataset:
 
         Raises:
             ValueError: if `batch_size` is not a positive int, `cache` is invalid,
-                `augment` is given with `training=False`, or MixUp/CutMix without `one_hot`.
+                `augment` is given with `training=False`, MixUp/CutMix without `one_hot`,
+                or `shard` is not `(num_shards, index)` with `0 <= index < num_shards <=
+                len(self)`.
 
         Example:
 
@@ -218,25 +236,33 @@ class ImageDataset:
                 "Augmentation only applies to training batches; pass `augment=None` with "
                 f"`training=False`. Received: augment={augment!r}, training={training}"
             )
+        num_shards, index = self._check_shard(shard)
+        size, _ = _share(len(self), batch_size, num_shards)  # elements this process prepares
         augmenter = batch_augmenter(augment, seed, one_hot=one_hot) if training else None
         shuffle = training if shuffle is None else shuffle
         if deterministic is None:
             deterministic = seed is not None or not training
         if cache == "auto":
             h, w = self.image_size
-            cache = choose_cache(len(self) * self._image_bytes, cache_dir,
-                                 f"{len(self):,} images at {h}x{w}")
+            cache = choose_cache(size * self._image_bytes, cache_dir,
+                                 f"{size:,} images at {h}x{w}")
         elif cache == "disk":
             cache = os.fspath(new_cache_prefix(
                 Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())))
+        elif cache not in (None, "memory") and num_shards > 1:
+            cache = f"{os.fspath(cache)}.shard-{index}-of-{num_shards}"
 
         ds = self._records
+        if num_shards > 1:
+            # Before decoding: this worker reads only its own files. In a fixed order, so
+            # that every epoch (and the cache) holds the same share.
+            ds = ds.shard(num_shards, index).repeat().take(size)
         if shuffle:
             # Shuffling file names is cheap. Without a cache this is the per-epoch shuffle;
             # with one it mixes the (class-sorted) order once, so that the bounded buffer of
             # decoded images after the cache never serves batches of a single class.
-            window = len(self) if not self._record_bytes else _SHUFFLE_BYTES // self._record_bytes
-            ds = ds.shuffle(max(1, min(len(self), window)), seed=seed,
+            window = size if not self._record_bytes else _SHUFFLE_BYTES // self._record_bytes
+            ds = ds.shuffle(max(1, min(size, window)), seed=seed,
                             reshuffle_each_iteration=cache is None)
         ds = ds.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
         # Last resort for a file broken after the validation pass: drop the (image, label)
@@ -251,7 +277,7 @@ class ImageDataset:
                 Path(cache).parent.mkdir(parents=True, exist_ok=True)
                 ds = ds.cache(os.fspath(cache))
             if shuffle:
-                buffer = max(1, min(len(self), _SHUFFLE_BYTES // self._image_bytes))
+                buffer = max(1, min(size, _SHUFFLE_BYTES // self._image_bytes))
                 ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(
             batch_size,
@@ -274,9 +300,43 @@ class ImageDataset:
 
         ds = ds.map(to_model_inputs, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
         options = tf.data.Options()
-        options.deterministic = deterministic
+        # The maps above say `deterministic` themselves; this sets the ops that do not. A
+        # share must be cut from the same order on every worker, so under `shard` the
+        # records' own ops (the parallel parse of TFRecords) keep their order.
+        options.deterministic = deterministic or num_shards > 1
+        if num_shards > 1:  # sharded already: tf.distribute must not drop elements again
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.OFF)
         return ds.with_options(options).prefetch(_AUTOTUNE)
 
+    def _check_shard(self, shard) -> tuple[int, int]:
+        if shard is None:
+            return 1, 0
+        ok = (isinstance(shard, (tuple, list)) and len(shard) == 2
+              and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                      for v in shard))
+        if not ok or not 0 <= shard[1] < shard[0]:
+            raise ValueError(
+                "Expected `shard` to be None or (num_shards, index) with 0 <= index < "
+                "num_shards, e.g. tltf.training.distribute.worker_shard(strategy). "
+                f"Received: shard={shard!r}")
+        if shard[0] > len(self):
+            raise ValueError(
+                f"Cannot give each of {shard[0]} workers its own images: the data set has "
+                f"only {len(self)}. Use fewer workers or more data. Received: shard={shard!r}")
+        return int(shard[0]), int(shard[1])
+
+
+
+def _share(count: int, batch_size: int, num_shards: int) -> tuple[int, int]:
+    """(elements, steps) of each of `num_shards` shares of `count` elements: every share the
+    same whole number of steps of `batch_size / num_shards` (one worker's part of a global
+    batch); one share is all the data, in steps of `batch_size`."""
+    if num_shards == 1:
+        return count, -(-count // batch_size)
+    step = -(-batch_size // num_shards)
+    steps = -(-count // (num_shards * step))
+    return steps * step, steps
 
 
 def _files_dataset(files, checks, labels, class_names, image_size, resize, skipped) -> ImageDataset:

@@ -20,7 +20,9 @@ from tltf._backend import check_backend
 
 check_backend()  # Keras must run on TensorFlow before this module builds anything
 
-__all__ = ["backup_and_restore", "global_batch_size", "is_chief", "resolve_strategy"]
+__all__ = [
+    "backup_and_restore", "global_batch_size", "is_chief", "resolve_strategy", "worker_shard",
+]
 
 
 def resolve_strategy(strategy: tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:
@@ -136,6 +138,39 @@ def _num_workers(strategy: tf.distribute.Strategy) -> int:
     resolver = getattr(strategy, "cluster_resolver", None)
     spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
     return max(1, sum(len(spec.get(kind, ())) for kind in ("chief", "worker")))
+
+
+def worker_shard(strategy: tf.distribute.Strategy | None = None) -> tuple[int, int]:
+    """This process's share of the training files: `(num_workers, index)`.
+
+    In multi-worker training every worker runs the same code; each should read and decode
+    only its own files. `ImageDataset.prepare(shard=worker_shard(strategy))` keeps the
+    files `index, index + num_workers, ...` of the data set. Workers are numbered as
+    `tf.distribute` numbers its input pipelines: the chief (if the cluster has one) is 0,
+    then `worker` 0, 1, ... Single-process strategies return `(1, 0)`: all the files.
+
+    Args:
+        strategy: `tf.distribute.Strategy` or None. Defaults to None (the current strategy).
+
+    Returns:
+        A tuple `(num_workers, index)` of ints, `0 <= index < num_workers`.
+
+    Example:
+
+    >>> worker_shard()  # one process reads everything
+    (1, 0)
+    """
+    return _shard_of(getattr(resolve_strategy(strategy), "cluster_resolver", None))
+
+
+def _shard_of(resolver) -> tuple[int, int]:
+    """`worker_shard` of a `tf.distribute.cluster_resolver.ClusterResolver` (or None)."""
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    chiefs, workers = len(spec.get("chief", ())), len(spec.get("worker", ()))
+    if chiefs + workers <= 1 or resolver.task_type not in ("chief", "worker"):
+        return 1, 0  # one process, or an evaluator: all the files
+    offset = 0 if resolver.task_type == "chief" else chiefs
+    return chiefs + workers, offset + int(resolver.task_id)
 
 
 class _RestoreOnly:
