@@ -5,7 +5,8 @@
 Trains a tiny classifier on the folder under `MultiWorkerMirroredStrategy`, through the data
 path of `fine_tune` (`batches(..., training=True, fit=True)` then `fit`), twice: first as
 `tf.distribute` shards the dataset by itself ("unsharded"), then with this worker's share of
-the files (`strategy=`, "sharded"). tltf's decode of an image file is patched to note the
+the files (`shard=`, "sharded"); then `fine_tune` itself, with the strategy ("fine_tune").
+tltf's decode of an image file is patched to note the
 path, so the record says which files this process decoded, each time it decoded one. The
 last stdout line is a JSON record per mode.
 """
@@ -27,6 +28,7 @@ from tltf.data import load_image_folder  # noqa: E402
 from tltf.data._batches import batches  # noqa: E402
 from tltf.training import distribute  # noqa: E402
 from tltf.training._train_data import with_cardinality  # noqa: E402
+from tltf.training.recipe import fine_tune  # noqa: E402
 
 PER_REPLICA_BATCH = 4
 _decoded: list[str] = []
@@ -63,7 +65,8 @@ def train(data, strategy, sharded: bool) -> dict:
     del _decoded[:]
     global_batch = distribute.global_batch_size(PER_REPLICA_BATCH, strategy)
     source = batches(data, "train", training=True, batch_size=global_batch, seed=0, fit=True,
-                     cache="memory", strategy=strategy if sharded else None)
+                     cache="memory",
+                     shard=distribute.worker_shard(strategy) if sharded else None)
     # fine_tune fixes the size of the unsharded data; the sharded size is counted by Keras.
     ds = source.data if sharded else with_cardinality(source.data)
     keras.utils.set_random_seed(0)
@@ -78,6 +81,20 @@ def train(data, strategy, sharded: bool) -> dict:
             source.num_batches, "global_batch": global_batch, "loss": history.history["loss"]}
 
 
+def train_with_fine_tune(data, strategy) -> dict:
+    """Phase 1 of `fine_tune` on the images (no cached features), two epochs."""
+    del _decoded[:]
+    steps = _Steps()
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = classifier()
+    result = fine_tune(model, data, None, head_epochs=2, finetune_epochs=0, head_fit="adam",
+                       cache_features=False, batch_size=PER_REPLICA_BATCH, seed=0,
+                       strategy=strategy, callbacks=[steps], verbose=0)
+    return {"decoded": list(_decoded), "steps": steps.per_epoch,
+            "loss": result.history["loss"]}
+
+
 def main(folder: str, cache_dir: str) -> None:
     tltf.data.dataset.decode_image_file = _logging_decode(tltf.data.dataset.decode_image_file)
     strategy, _, _ = multiworker_setup()
@@ -86,7 +103,8 @@ def main(folder: str, cache_dir: str) -> None:
     data = load_image_folder(folder, image_size=IMAGE_SIZE, cache_dir=f"{cache_dir}/{index}")
     emit(event="done", files=data.files, shard=list(distribute.worker_shard(strategy)),
          unsharded=train(data, strategy, sharded=False),
-         sharded=train(data, strategy, sharded=True))
+         sharded=train(data, strategy, sharded=True),
+         fine_tune=train_with_fine_tune(data, strategy))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def test_worker_shard_numbers_the_chief_first(cluster, task, expected):
 
 
 def test_one_process_reads_everything():
-    source = batches(_numbered(5), training=True, batch_size=2, fit=True, strategy=None)
+    source = batches(_numbered(5), training=True, batch_size=2, fit=True, shard=None)
     assert source.num_batches == 3 and sorted(_values(source.data)) == list(range(5))
 
 
@@ -146,3 +146,10 @@ def test_two_workers_decode_disjoint_halves_of_the_files(tmp_path, monkeypatch):
         assert run["global_batch"] == 8
         assert run["steps"] == [run["num_batches"]] * 2 == [6, 6]
         assert all(np.isfinite(run["loss"]))
+
+    # fine_tune under the strategy reads the same way: its own share, all steps, every epoch.
+    tuned = [run["fine_tune"] for run in runs]
+    mine = [set(run["decoded"]) for run in tuned]
+    assert mine[0].isdisjoint(mine[1]) and sorted(mine[0] | mine[1]) == files
+    for run in tuned:
+        assert run["steps"] == [6, 6] and all(np.isfinite(run["loss"]))

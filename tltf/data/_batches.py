@@ -66,7 +66,7 @@ class Batches:
 def batches(data, name: str = "data", *, training: bool = False, batch_size: int = 32,
             seed: int | None = None, labels: bool = True, num_classes: int | None = None,
             fit: bool = False, in_order: bool = False, shuffle: bool | None = None,
-            cache: str | None = "auto", cache_dir=None, strategy=None) -> Batches:
+            cache: str | None = "auto", cache_dir=None, shard=None) -> Batches:
     """Turns any accepted input form into batches.
 
     Accepted forms: a `tltf.ImageDataset` (prepared with `training`; read file by file
@@ -94,10 +94,10 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
         cache: str or None. `ImageDataset.prepare`'s cache. Defaults to `"auto"`.
         cache_dir: str, path or None. `ImageDataset.prepare`'s `cache_dir` (a run folder).
             Defaults to `None` (the temp folder).
-        strategy: `tf.distribute.Strategy` or None. Under a multi-worker strategy, the
-            training batches of an `ImageDataset` hold only this worker's share of the files
-            (`ImageDataset.prepare(shard=...)`, by `tltf.training.distribute.worker_shard`),
-            still batched by the global `batch_size`; `num_batches` is then the steps of an
+        shard: `(num_workers, index)` or None. In multi-worker training (the pair
+            `tltf.training.distribute.worker_shard(strategy)` gives), the training batches
+            of an `ImageDataset` hold only this worker's share of the files
+            (`ImageDataset.prepare(shard=...)`), still batched by the global `batch_size`; `num_batches` is then the steps of an
             epoch, which is more than the batches of this worker's dataset (each step takes
             `batch_size / num_workers` of its images) and which every worker runs. Other
             forms, and data read with `training=False`, are left to `tf.distribute`, which
@@ -119,7 +119,7 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
     """
     if hasattr(data, "prepare") and hasattr(data, "class_names"):  # an ImageDataset
         return _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, cache,
-                              cache_dir, strategy)
+                              cache_dir, shard)
     if isinstance(data, tf.data.Dataset):
         return _tf_dataset(data, name, training, labels, num_classes, fit)
     if isinstance(data, tuple) and len(data) == 2 and not callable(data[0]):
@@ -154,7 +154,7 @@ def _empty(name, training, received):
 
 
 def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, cache, cache_dir,
-                   strategy):
+                   shard):
     size = len(data) if hasattr(data, "__len__") else None
     if size == 0:
         raise ValueError(_empty(name, training, f"len({name})=0"))
@@ -169,11 +169,10 @@ def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, ca
     options = {} if shuffle is None else {"shuffle": shuffle}
     if cache_dir is not None:
         options["cache_dir"] = cache_dir
-    if strategy is not None and training and not in_order:
+    if shard is not None and training and not in_order:
         from tltf.data.dataset import _share
-        from tltf.training.distribute import worker_shard
 
-        workers, index = worker_shard(strategy)
+        workers, index = shard
         if workers > 1:
             options["shard"] = (workers, index)
             common["num_batches"] = _share(size, batch_size, workers)[1]  # steps, every worker

@@ -65,7 +65,7 @@ def _obstacle(model, cached, strategy) -> str | None:
         return f"the head has a hidden layer (hidden_units={head.hidden_units})"
     if head.multi_label:
         return "the head is multi-label (independent sigmoid outputs)"
-    if distribute._num_workers(strategy) > 1:
+    if distribute.worker_shard(strategy)[0] > 1:
         return ("training runs on several workers: each would fit its own copy of the head "
                 "and nothing would keep the copies equal (Adam's all-reduce does)")
     return None

@@ -75,7 +75,7 @@ def plan(option, model, unfreeze: str, has_augmentation: bool, strategy) -> tupl
 def _obstacle(model, unfreeze, has_augmentation, strategy) -> tuple[str | None, Cut | None]:
     if has_augmentation:
         return "the model has an augmentation layer, which runs before the unfrozen blocks", None
-    if distribute._num_workers(strategy) > 1:
+    if distribute.worker_shard(strategy)[0] > 1:
         return "training runs on several workers, each with its own share of the data", None
     names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if names != ["preprocessing", "backbone", "head"]:

@@ -133,13 +133,6 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     return task_type == "worker" and task_id == 0 and not has_chief
 
 
-def _num_workers(strategy: tf.distribute.Strategy) -> int:
-    """Worker processes (the chief included) in the strategy's cluster; 1 without a cluster."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    return max(1, sum(len(spec.get(kind, ())) for kind in ("chief", "worker")))
-
-
 def worker_shard(strategy: tf.distribute.Strategy | None = None) -> tuple[int, int]:
     """This process's share of the training files: `(num_workers, index)`.
 

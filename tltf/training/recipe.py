@@ -290,15 +290,18 @@ def fine_tune(
                    if finetune_epochs else (None, ""))
     class_weight = class_weight_of(class_weight, train)
     num_classes = int(work.outputs[0].shape[-1])
-    # A decoded set too large for memory is cached on the run folder's disk (cache="auto").
+    # A decoded set too large for memory is cached on the run folder's disk (cache="auto");
+    # with several workers, each decodes (and caches) only its share of the files.
+    shard = distribute.worker_shard(strategy)
     train_ds = batches(train, "train", training=True, batch_size=global_batch, seed=seed,
-                       num_classes=num_classes, fit=True, cache_dir=directory).data
+                       num_classes=num_classes, fit=True, cache_dir=directory, shard=shard).data
     val_ds = None if val is None else batches(val, "val", training=False, batch_size=global_batch,
                                               seed=seed, num_classes=num_classes, fit=True,
                                               cache_dir=directory).data
     # Known sizes: raises on an infinite dataset, counts at most once, and spares Keras the
-    # "input ran out of data" warning it gives for a dataset of unknown size.
-    train_ds = with_cardinality(train_ds)
+    # "input ran out of data" warning it gives for a dataset of unknown size. A worker's
+    # share keeps the size tf.data knows: counting it would give 1/num_workers of the steps.
+    train_ds = train_ds if shard[0] > 1 else with_cardinality(train_ds)
     val_ds = None if val_ds is None else with_cardinality(val_ds)
     run = PhaseRun(work, directory, resume, overwrite, strategy, verbose, callbacks, early_stopping,
                tensorboard)
