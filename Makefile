@@ -8,6 +8,10 @@ SHARED ?= ../shared
 DATA ?= $(SHARED)/datasets/cats_and_dogs_filtered
 OUT ?= runs/demo
 PYTEST_ARGS ?=
+# Test processes: most tests spend their time in one Python thread (small models, subprocess
+# start-up), so two processes share two cores well; a test file stays in one
+# process (its module fixtures are built once).
+TEST_JOBS ?= 2
 
 .PHONY: install demo test docs clean
 
@@ -32,7 +36,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check tltf tests examples benchmarks tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict
