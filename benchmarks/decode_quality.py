@@ -43,11 +43,11 @@ def _tltf_arrays(files_by_class: dict, size: int, work: Path, full: bool):
     from tltf.data import dataset
 
     folder = sd._link_folder(files_by_class, Path(tempfile.mkdtemp(dir=work)) / "data")
-    data = tltf.load_image_folder(folder, image_size=size, cache_dir=work / "checks")
-    original = dataset._decode_ratio
+    original = dataset._decode_ratio  # read when the data set is made, once a file
     if full:  # scale 1: libjpeg decodes every pixel, then the same antialiased resize
         dataset._decode_ratio = lambda check, image_size, resize: 1 if check.is_jpeg else 0
     try:
+        data = tltf.load_image_folder(folder, image_size=size, cache_dir=work / "checks")
         start = time.perf_counter()
         pairs = [(x.numpy(), y.numpy()) for x, y in
                  data.prepare(training=False, batch_size=64, cache=None)]
