@@ -211,8 +211,11 @@ def test_tltf_train_into_a_file_writes_plain_lines_a_train_log_and_tensorboard(t
     assert f"TensorBoard: tensorboard --logdir {run / 'tensorboard'}" in out
 
     log = (run / "logs" / "train.log").read_text().splitlines()
-    assert len(log) == 2
-    assert [line.split(" ", 2)[2] for line in log] == epochs  # date, time, the same line
+    # Every epoch line (date, time, the same line), and the line that says phase 2 trained
+    # on the cached trunk.
+    notes = [line for line in log if "caching the frozen trunk's output" in line]
+    assert len(log) == 3 and len(notes) == 1, log
+    assert [line.split(" ", 2)[2] for line in log if line not in notes] == epochs
 
     for phase in ("phase1", "phase2"):
         tags = _scalar_tags(run / "tensorboard" / phase)

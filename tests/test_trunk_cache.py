@@ -14,7 +14,7 @@ from _train_tiny import tiny_arrays, tiny_model
 
 from tltf.models.classifier import build_classifier
 from tltf.models.parts import backbone_of
-from tltf.training import _trunk
+from tltf.training import _phases, _trunk
 from tltf.training.recipe import fine_tune
 
 FAST = dict(head_epochs=0, batch_size=32, seed=0, early_stopping=False, verbose=0,
@@ -170,18 +170,8 @@ def test_outputs_that_do_not_fit_memory_fall_back_with_a_warning(monkeypatch):
                   trunk_cache=True, **FAST)
 
 
-class _Crash(keras.callbacks.Callback):
-    """Stops the process's run in the middle of phase 2's third epoch, as a kill would."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == 2 and batch == 1:
-            raise KeyboardInterrupt
-
-
-def test_resume_in_phase_2_on_the_cached_trunk_matches_an_unbroken_run(tmp_path, capsys):
+def test_resume_in_phase_2_on_the_cached_trunk_matches_an_unbroken_run(tmp_path, capsys,
+                                                                        monkeypatch):
     data = tiny_arrays(64)
     kwargs = dict(FAST, batch_size=16, finetune_epochs=4, unfreeze="top_blocks:1", verbose=2)
     unbroken = tiny_model()
@@ -189,9 +179,19 @@ def test_resume_in_phase_2_on_the_cached_trunk_matches_an_unbroken_run(tmp_path,
     assert expected.trunk_cache == "block2_relu"
     assert "phase 2: caching the frozen trunk's output at block2_relu" in capsys.readouterr().out
 
+    # The process stops right after phase 2's second epoch is checkpointed, as a kill would
+    # (a callback of ours cannot do it: callbacks make fine_tune train the full model).
+    saved = _phases._FullModelCheckpoint.on_epoch_end
+
+    def save_then_stop(self, epoch, logs=None):
+        saved(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_phases._FullModelCheckpoint, "on_epoch_end", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        fine_tune(tiny_model(), data, data, directory=tmp_path / "b", callbacks=[_Crash()],
-                  **kwargs)
+        fine_tune(tiny_model(), data, data, directory=tmp_path / "b", **kwargs)
+    monkeypatch.undo()
     ckpt = tmp_path / "b" / "checkpoints"
     state = json.loads((ckpt / "state.json").read_text())
     assert state["phase"] == 2 and state["epochs_done"]["2"] == 2
@@ -246,3 +246,19 @@ def test_a_mirrored_strategy_trains_the_same_on_the_cached_trunk():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["False"][0] is None and out["True"][0] == "block2_relu"
     np.testing.assert_allclose(out["True"][1], out["False"][1], rtol=1e-5, atol=1e-6)
+
+
+def test_callbacks_keep_the_full_model_in_phase_2():
+    # A callback (a tuner's checkpoint, a user's ModelCheckpoint) must see the whole model.
+    model, seen = tiny_model(), []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.name)
+
+    result = fine_tune(model, tiny_arrays(32), None, head_epochs=1, finetune_epochs=1,
+                       unfreeze="top_blocks:1", callbacks=[Record()], verbose=0, seed=0)
+    assert result.trunk_cache is None and seen[-1] == model.name
+    with pytest.raises(ValueError, match="callbacks were passed"):
+        fine_tune(tiny_model(), tiny_arrays(32), None, head_epochs=1, finetune_epochs=1,
+                  unfreeze="top_blocks:1", callbacks=[Record()], trunk_cache=True, verbose=0)

@@ -55,7 +55,8 @@ def check_option(option) -> None:
             f"`trunk_cache` must be True, False or 'auto'. Received: trunk_cache={option!r}")
 
 
-def plan(option, model, unfreeze: str, has_augmentation: bool, strategy) -> tuple[Cut | None, str]:
+def plan(option, model, unfreeze: str, has_augmentation: bool, strategy,
+         callbacks=None) -> tuple[Cut | None, str]:
     """The cut to cache at in phase 2, or None and the reason why not.
 
     Raises:
@@ -64,6 +65,11 @@ def plan(option, model, unfreeze: str, has_augmentation: bool, strategy) -> tupl
     if option is False:
         return None, "trunk_cache=False"
     reason, cut = _obstacle(model, unfreeze, has_augmentation, strategy)
+    if reason is None and callbacks:
+        # Keras hands every callback the model that fits: here the top of the backbone and
+        # the head. A checkpoint or a tuner saving it could not load it into the whole model.
+        reason, cut = ("callbacks were passed, and they would see the model that trains on "
+                       "the cached trunk (the top blocks and the head), not the whole model"), None
     if reason is not None and option is True:
         raise ValueError(
             "`trunk_cache=True` trains phase 2 on the cached output of the frozen part of the "
@@ -149,11 +155,15 @@ class TrunkCache:
         if reason is not None:
             return self._fall_back(reason)
         backbone = backbone_of(model)
+        try:  # the frozen part, and the part above the cut that trains
+            bottom = keras.Model(backbone.inputs, cut.tensor)
+            top = keras.Model(cut.tensor, backbone.output, name=f"{backbone.name}_top")
+        except ValueError as e:  # e.g. a KerasHub graph whose op names Keras cannot reuse
+            return self._fall_back(f"Keras cannot split the backbone at {cut.layer} ({e})")
         shape = "x".join(str(d) for d in cut.tensor.shape[1:])
         self.note(f"phase 2: caching the frozen trunk's output at {cut.layer} ({shape} values "
                   f"an image, {_gb(nbytes)} for {n + n_val} images); the layers above it and "
                   "the head train on it")
-        bottom = keras.Model(backbone.inputs, cut.tensor)
         preprocessing = model.get_layer("preprocessing")
         extract = _Extractor(lambda x, training=False: bottom(preprocessing(x), training=training))
         _, y, tr, va, batch = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size,
@@ -165,7 +175,6 @@ class TrunkCache:
         # One order a epoch from one iterator (fit is given steps_per_epoch), so epoch k has
         # the same order in a resumed run as in an unbroken one.
         tr = tr.repeat().skip(epochs_done * steps)
-        top = keras.Model(cut.tensor, backbone.output, name=f"{backbone.name}_top")
         inputs = keras.Input(tuple(cut.tensor.shape[1:]), name="trunk")
         outputs = head_of(model)(top(inputs))
         top_model = keras.Model(inputs, outputs, name=f"{model.name}_top")

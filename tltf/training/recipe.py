@@ -200,8 +200,9 @@ def fine_tune(
             at the unfreeze boundary is computed once and only the model's own layers above
             it and the head train on it (the same result as the full model, up to float
             rounding and the epochs' image order). Needs no augmentation layer, nothing
-            random below the boundary, one tensor there that all above reads, one worker,
-            and outputs within a quarter of free memory (see the training guide). `"auto"`:
+            random below the boundary, one tensor there that all above reads, one worker, no
+            `callbacks` (they would see only the top model) and outputs within a quarter of
+            free memory (see the training guide). `"auto"`:
             when possible, else the full model, saying why. Defaults to `"auto"`.
         directory: str, Path or None. Run folder for checkpoints (every epoch, atomic),
             `logs/history.csv` and `logs/train.log` (one line per epoch, appended). None
@@ -286,7 +287,8 @@ def fine_tune(
         )
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
     fit_plan = _head_fit.plan(head_fit, work, cached, strategy) if head_epochs else "adam"
-    cut, no_cut = (_trunk.plan(trunk_cache, work, unfreeze, has_augmentation, strategy)
+    cut, no_cut = (_trunk.plan(trunk_cache, work, unfreeze, has_augmentation, strategy,
+                               callbacks)
                    if finetune_epochs else (None, ""))
     class_weight = class_weight_of(class_weight, train)
     num_classes = int(work.outputs[0].shape[-1])
