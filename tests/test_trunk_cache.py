@@ -14,6 +14,7 @@ from _train_tiny import tiny_arrays, tiny_model
 
 from tltf.models.classifier import build_classifier
 from tltf.models.parts import backbone_of
+from tltf.data import _cache_choice
 from tltf.training import _phases, _trunk
 from tltf.training.recipe import fine_tune
 
@@ -157,8 +158,9 @@ def test_true_raises_where_nothing_is_frozen_or_a_frozen_layer_is_random():
         fine_tune(tiny_model(), (x, y), trunk_cache="yes")
 
 
-def test_outputs_that_do_not_fit_memory_fall_back_with_a_warning(monkeypatch):
-    monkeypatch.setattr(_trunk, "MEMORY_FRACTION", 1e-12)
+def test_outputs_that_fit_neither_memory_nor_disk_fall_back_with_a_warning(monkeypatch):
+    monkeypatch.setattr(_cache_choice, "MEMORY_FRACTION", 1e-12)
+    monkeypatch.setattr(_cache_choice, "DISK_FRACTION", 1e-12)
     x, y = tiny_arrays(16)
     with pytest.warns(UserWarning, match="trunk_cache='auto' trains phase 2 on the full model: "
                                          "the trunk outputs of 32 images take"):

@@ -25,6 +25,29 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
 
 
+def decide(nbytes: int, cache_dir: str | os.PathLike | None,
+           what: str) -> tuple[str, Path | None, str]:
+    """Where `nbytes` of `what` can live: `("memory", None, "")`, `("disk", folder, why not
+    memory)` or `("none", None, why neither)`. `cache_dir` None means the temp folder."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if nbytes <= MEMORY_FRACTION * available:
+        return "memory", None, ""
+    reason = (f"the {what} take {_gb(nbytes)}, more than {MEMORY_FRACTION:.0%} of the "
+              f"{_gb(available)} of memory available")
+    base = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(base).free
+    except OSError as e:
+        return "none", None, f"{reason}, and {base} cannot hold a cache ({e.strerror or e})"
+    if nbytes > DISK_FRACTION * free:
+        return "none", None, (f"{reason}, and more than {DISK_FRACTION:.0%} of the {_gb(free)} "
+                              f"free on the disk of {base}")
+    return "disk", base, reason
+
+
 def choose_cache(nbytes: int, cache_dir: str | os.PathLike | None, what: str) -> str | None:
     """`"memory"`, a new cache file prefix, or None (streaming), for `nbytes` of decoded images.
 
@@ -33,24 +56,10 @@ def choose_cache(nbytes: int, cache_dir: str | os.PathLike | None, what: str) ->
         cache_dir: the folder for a cache file (a run folder), or None for a temp folder.
         what: the data, as named in the message (e.g. "1,234 images at 160x160").
     """
-    import psutil
-
-    available = psutil.virtual_memory().available
-    if nbytes <= MEMORY_FRACTION * available:
+    kind, base, reason = decide(nbytes, cache_dir, f"decoded {what}")
+    if kind == "memory":
         return "memory"
-    reason = (f"the decoded {what} take {_gb(nbytes)}, more than {MEMORY_FRACTION:.0%} of the "
-              f"{_gb(available)} of memory available")
-    base = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(base).free
-    except OSError as e:
-        free, reason = 0, f"{reason}, and {base} cannot hold a cache ({e.strerror or e})"
-    else:
-        if nbytes > DISK_FRACTION * free:
-            reason = (f"{reason}, and more than {DISK_FRACTION:.0%} of the {_gb(free)} free "
-                      f"on the disk of {base}")
-    if nbytes <= DISK_FRACTION * free:
+    if kind == "disk":
         prefix = new_cache_prefix(base)
         # The folder, not the file, in the message: the same data prepared again (training
         # and its cached features) gives the same text, which Python shows once.

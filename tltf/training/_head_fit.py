@@ -71,11 +71,14 @@ def _obstacle(model, cached, strategy) -> str | None:
     return None
 
 
-def data_allows(head_fit: str, y: np.ndarray, num_classes: int) -> bool:
-    """Whether the cached labels allow the convex fit; raises if `head_fit="convex"` needs it."""
+def data_allows(head_fit: str, y: np.ndarray, num_classes: int, x=None) -> bool:
+    """Whether the cached labels (and features `x`) allow the convex fit; raises if
+    `head_fit="convex"` needs it."""
     counts = np.bincount(y.astype(int).ravel(), minlength=num_classes) if y.ndim == 1 else None
     reason = (
-        f"the labels have shape {y.shape}, not one class index per image" if counts is None
+        "the features do not fit memory (they are on disk, and the fit reads them whole)"
+        if isinstance(x, np.memmap)
+        else f"the labels have shape {y.shape}, not one class index per image" if counts is None
         else f"class {int(np.argmin(counts))} has {int(counts.min())} training image(s) and "
              "cross-validation needs at least 2 of each class" if counts.min() < 2
         else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import NamedTuple
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from tltf.data._batches import batches, check_labels
 from tltf.models.parts import head_of
+from tltf.training import _store
 
 
 def num_batches(ds) -> int:
@@ -48,30 +50,62 @@ class Cached(NamedTuple):
     """What `cached_features` returns."""
 
     head_model: keras.Model  # Input -> the model's own head layer
-    x: np.ndarray  # training features, in the data's order
+    x: np.ndarray  # training features, in the data's order (an np.memmap when on disk)
     y: np.ndarray  # training labels
     train: tf.data.Dataset  # (x, y) shuffled with the seed, batched
     val: tf.data.Dataset | None  # validation features and labels, batched
     seconds: float  # time spent computing all this
 
 
-def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose) -> Cached:
-    """Features of the frozen backbone, computed once; a head model sharing the head layer."""
+def feature_place(model, train_ds, val_ds, batch_size, cache_dir, options: dict,
+                  note) -> _store.Place | None:
+    """Where phase 1's features will live (`_store.choose`, from the batch counts), or None
+    when they fit neither memory nor disk and the head trains on the full model instead.
+
+    `options` holds `cache_features` and `head_fit`; either set to force a cached fit raises
+    then. A place on disk is said with `note`.
+    """
+    values = math.prod(int(d) for d in head_of(model).input.shape[1:])
+    images = sum(num_batches(ds) for ds in (train_ds, val_ds) if ds is not None) * batch_size
+    place = _store.choose(images * values * 4, cache_dir,
+                          f"backbone features of up to {images} images ({values} values each)")
+    if place.fits:
+        if place.folder is not None:
+            note(f"phase 1: backbone features kept on disk in {place.folder} and read "
+                 f"memory-mapped ({place.reason})")
+        return place
+    forced = [f"{k}={v!r}" for k, v in options.items() if v is True or v == "convex"]
+    if forced:
+        raise ValueError(f"Phase 1 cannot cache the backbone features: {place.reason}. Free "
+                         "memory or disk space, or pass cache_features='auto' (which then "
+                         f"trains the head on the full model). Received: {', '.join(forced)}")
+    note(f"phase 1: training the head on the full model (cache_features='auto': {place.reason})")
+    return None
+
+
+def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
+                    place: _store.Place | None = None) -> Cached:
+    """Features of the frozen backbone, computed once; a head model sharing the head layer.
+
+    `place` (from `feature_place`) keeps them on disk, memory-mapped; None: in memory.
+    """
     t0 = time.perf_counter()
     head = head_of(model)
     extract = _Extractor(keras.Model(model.inputs, head.input))
     x, y, tr, va, _ = cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose,
-                                    "phase 1: caching", "features", rebatch=batch_size)
+                                    "phase 1: caching", "features", rebatch=batch_size,
+                                    place=place)
     if verbose:
+        where = "" if place is None or place.folder is None else f" on disk in {place.folder}"
         print(f"Phase 1: cached backbone features of {len(y)} training images "
-              f"({x.shape[1]} values each) in {time.perf_counter() - t0:.1f}s")
+              f"({x.shape[1]} values each){where} in {time.perf_counter() - t0:.1f}s")
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
     return Cached(head_model, x, y, tr, va, time.perf_counter() - t0)
 
 
 def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, label, what, *,
-                  rebatch=None):
+                  rebatch=None, place: _store.Place | None = None):
     """`extract`'s outputs for every training and validation image, computed once.
 
     The training images are read once, unshuffled and un-augmented (otherwise as `fit` reads
@@ -79,23 +113,25 @@ def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, labe
     training data caches). Returns `(x, y, train, val)`: the training outputs and labels as
     arrays, the same as a dataset shuffled with `seed` every epoch and batched by `rebatch`
     (None: as the data's own first batch), the validation outputs batched the same way (None
-    without `val_ds`), and that batch size.
+    without `val_ds`), and that batch size. With a disk `place`, the outputs are written to its
+    folder and read memory-mapped.
     """
+    folder = None if place is None else place.folder
     source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True,
                      cache=None)
     sizes = []
     x, y = features(extract, source.data, f"{label} training {what}", verbose,
-                    source.num_batches, sizes=sizes)
+                    source.num_batches, sizes=sizes, rows=_store.Rows(folder, "train"))
     num_classes = int(model.outputs[0].shape[-1])
     check_labels("train", y, num_classes)
     rebatch = rebatch or sizes[0]
-    tr = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        len(y), seed=seed, reshuffle_each_iteration=True).batch(rebatch)
+    tr = _store.dataset(x, y, rebatch, seed)
     va = None
     if val_ds is not None:
-        vx, vy = features(extract, val_ds, f"{label} validation {what}", verbose)
+        vx, vy = features(extract, val_ds, f"{label} validation {what}", verbose,
+                          rows=_store.Rows(folder, "val"))
         check_labels("val", vy, num_classes)
-        va = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(rebatch)
+        va = _store.dataset(vx, vy, rebatch, shuffle=False)
     return x, y, tr, va, rebatch
 
 
@@ -122,23 +158,26 @@ class _Extractor:
         return graph(images)
 
 
-def features(extract, ds, label="extracting features", verbose=0, total=None, sizes=None):
+def features(extract, ds, label="extracting features", verbose=0, total=None, sizes=None,
+             rows=None):
     """(features, labels) as NumPy arrays of every batch of `ds`, through `extract`; the size
-    of every batch is appended to the list `sizes` when given."""
+    of every batch is appended to the list `sizes` when given. `rows` (a `_store.Rows`)
+    says where the features go: in memory by default."""
     from tltf._progress import progress
 
     if total is None and int(ds.cardinality()) >= 0:
         total = int(ds.cardinality())
-    xs, ys = [], []
+    rows = rows if rows is not None else _store.Rows(None, "features")
+    ys = []
     for images, labels in progress(ds, label, verbose, total=total, unit="batches"):
-        xs.append(np.asarray(extract(images)))
+        rows.append(extract(images))
         ys.append(np.asarray(labels))
         if sizes is not None:
             sizes.append(len(ys[-1]))
-    if not xs:
+    if not ys:
         raise ValueError("The data set is empty: there is nothing to train on. "
                          "Received: 0 batches")
-    return np.concatenate(xs), np.concatenate(ys)
+    return rows.array(), np.concatenate(ys)
 
 
 def class_weight_of(option, train):

@@ -21,9 +21,9 @@ from typing import NamedTuple
 import keras
 
 from tltf._warn import warn
-from tltf.data._cache_choice import MEMORY_FRACTION, _gb
+from tltf.data._cache_choice import _gb
 from tltf.models.parts import backbone_of, head_of
-from tltf.training import distribute
+from tltf.training import _store, distribute
 from tltf.training._train_data import _Extractor, cache_outputs, num_batches, num_examples
 from tltf.training.runtime import _walk_layers
 
@@ -47,6 +47,7 @@ class TopData(NamedTuple):
     val: object  # the validation outputs, or None
     steps: int  # batches an epoch
     seconds: float
+    place: _store.Place  # where the outputs live (remove it when the phase ends)
 
 
 def check_option(option) -> None:
@@ -133,15 +134,17 @@ def _cut_tensor(above: list):
 
 class TrunkCache:
     """Called when phase 2 starts (after a resumed run's weights are back): computes the trunk's
-    outputs and returns a `TopData`, or None (with a warning) when they would not fit memory.
+    outputs and returns a `TopData`, or None (with a warning) when they would fit neither
+    memory nor the disk of `cache_dir` (the run folder; the temp folder when None), where
+    they are kept memory-mapped when they do not fit memory.
 
     The training outputs are shuffled with the seed every epoch, endlessly (`fit` then needs
     `steps_per_epoch=TopData.steps`); a resumed run skips the `epochs_done` epochs' batches.
     """
 
     def __init__(self, option, model, cut: Cut, train, train_ds, val, val_ds, batch_size, seed,
-                 verbose, note):
-        self.option, self.model, self.cut = option, model, cut
+                 verbose, note, cache_dir=None):
+        self.option, self.model, self.cut, self.cache_dir = option, model, cut, cache_dir
         self.train, self.train_ds, self.val, self.val_ds = train, train_ds, val, val_ds
         self.batch_size, self.seed, self.verbose, self.note = batch_size, seed, verbose, note
 
@@ -151,25 +154,30 @@ class TrunkCache:
         n = num_examples(self.train, self.train_ds)
         n_val = 0 if self.val_ds is None else num_examples(self.val, self.val_ds)
         nbytes = (n + n_val) * cut.values * 4
-        reason = _memory_obstacle(nbytes, n + n_val)
-        if reason is not None:
-            return self._fall_back(reason)
+        place = _store.choose(nbytes, self.cache_dir, f"trunk outputs of {n + n_val} images")
+        if not place.fits:
+            return self._fall_back(place.reason)
         backbone = backbone_of(model)
         try:  # the frozen part, and the part above the cut that trains
             bottom = keras.Model(backbone.inputs, cut.tensor)
             top = keras.Model(cut.tensor, backbone.output, name=f"{backbone.name}_top")
         except ValueError as e:  # e.g. a KerasHub graph whose op names Keras cannot reuse
+            _store.remove(place)
             return self._fall_back(f"Keras cannot split the backbone at {cut.layer} ({e})")
         shape = "x".join(str(d) for d in cut.tensor.shape[1:])
+        where = "" if place.folder is None else (
+            f", on disk in {place.folder} and read memory-mapped: {place.reason}")
         self.note(f"phase 2: caching the frozen trunk's output at {cut.layer} ({shape} values "
-                  f"an image, {_gb(nbytes)} for {n + n_val} images); the layers above it and "
-                  "the head train on it")
+                  f"an image, {_gb(nbytes)} for {n + n_val} images{where}); the layers above "
+                  "it and the head train on it")
         preprocessing = model.get_layer("preprocessing")
         extract = _Extractor(lambda x, training=False: bottom(preprocessing(x), training=training))
         _, y, tr, va, batch = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size,
-                                     self.seed, self.verbose, "phase 2: caching", "trunk outputs")
+                                     self.seed, self.verbose, "phase 2: caching", "trunk outputs",
+                                     place=place)
         steps = num_batches(self.train_ds)
         if math.ceil(len(y) / batch) != steps:
+            _store.remove(place)
             return self._fall_back(f"the {steps} training batches are not all of the first "
                                    f"one's size ({batch})")
         # One order a epoch from one iterator (fit is given steps_per_epoch), so epoch k has
@@ -178,7 +186,7 @@ class TrunkCache:
         inputs = keras.Input(tuple(cut.tensor.shape[1:]), name="trunk")
         outputs = head_of(model)(top(inputs))
         top_model = keras.Model(inputs, outputs, name=f"{model.name}_top")
-        return TopData(top_model, tr, va, steps, time.perf_counter() - t0)
+        return TopData(top_model, tr, va, steps, time.perf_counter() - t0, place)
 
     def _fall_back(self, reason: str) -> None:
         if self.option is True:
@@ -186,12 +194,3 @@ class TrunkCache:
                              "Use trunk_cache='auto' or False. Received: trunk_cache=True")
         warn(f"trunk_cache='auto' trains phase 2 on the full model: {reason}.")
 
-
-def _memory_obstacle(nbytes: int, images: int) -> str | None:
-    import psutil
-
-    available = psutil.virtual_memory().available
-    if nbytes <= MEMORY_FRACTION * available:
-        return None
-    return (f"the trunk outputs of {images} images take {_gb(nbytes)}, more than "
-            f"{MEMORY_FRACTION:.0%} of the {_gb(available)} of memory available")

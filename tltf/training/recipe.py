@@ -26,11 +26,12 @@ from tltf.data._batches import batches
 from tltf.models import precision
 from tltf.models.classifier import compile_classifier
 from tltf.models.parts import backbone_of, head_of, spec_of
-from tltf.training import _head_fit, _trunk, distribute, runtime
+from tltf.training import _head_fit, _store, _trunk, distribute, runtime
 from tltf.training._phases import PhaseRun
 from tltf.training._train_data import (
     cached_features,
     check_args,
+    feature_place,
     check_tensorboard,
     class_weight_of,
     num_examples,
@@ -321,18 +322,23 @@ def fine_tune(
     if run.remaining(1, head_epochs):
         freeze_backbone(work)
         lr = _peak_lr(head_lr, HEAD_BASE_LR, global_batch)
+        place = feature_place(work, train_ds, val_ds, global_batch, directory, dict(
+            cache_features=cache_features, head_fit=head_fit), run.note) if cached else None
+        cached = place is not None
         if cached:
             with strategy.scope():  # the head-only model must live where its optimizer will
-                c = cached_features(work, train, train_ds, val_ds, global_batch, seed, verbose)
+                c = cached_features(work, train, train_ds, val_ds, global_batch, seed, verbose,
+                                    place)
             # A resumed phase 1 that began with Adam epochs goes on with them.
             if (fit_plan == "convex" and not run.state.epochs_done["1"]
-                    and _head_fit.data_allows(head_fit, c.y, num_classes)):
+                    and _head_fit.data_allows(head_fit, c.y, num_classes, c.x)):
                 run.fit_convex(c.head_model, c.train, c.val, lambda: _head_fit.fit_linear_head(
                     head_of(work), c.x, c.y, class_weight=class_weight, seed=seed),
                     jit=jit, label_smoothing=label_smoothing, first_epoch_extra=c.seconds)
             else:
                 run.fit_phase(1, c.head_model, c.train, c.val, head_epochs, lr, None,
                               first_epoch_extra=c.seconds, **fit_kwargs)
+            _store.remove(place)
         else:
             run.fit_phase(1, work, train_ds, val_ds, head_epochs, lr, None, **fit_kwargs)
     run.end_phase(1)
@@ -349,7 +355,7 @@ def fine_tune(
             run.note(f"phase 2: training the full model (trunk_cache='auto': {no_cut})")
         trunk = None if cut is None else _trunk.TrunkCache(
             trunk_cache, work, cut, train, train_ds, val, val_ds, global_batch, seed, verbose,
-            run.note)
+            run.note, directory)
         run.fit_phase(2, work, train_ds, val_ds, phase2_epochs, lr, multipliers, trunk=trunk,
                       **fit_kwargs)
     run.end_phase(2)
