@@ -89,8 +89,12 @@ class CheckStore:
                 rows = self.db.execute(
                     "SELECT path, size, mtime_ns, fields FROM checks WHERE version = ? AND path IN "
                     f"({','.join('?' * len(keys))})", (self.version, *keys))
-                for path, size, mtime_ns, fields in rows:
-                    found[os.fsdecode(path)] = (size, mtime_ns, json.loads(fields))
+                rows = rows.fetchall()
+                # One JSON parse of the chunk's field lists, not one per row (a third of a
+                # second call's time per 20k files).
+                parsed = json.loads("[" + ",".join(row[3] for row in rows) + "]")
+                for (path, size, mtime_ns, _), fields in zip(rows, parsed, strict=True):
+                    found[os.fsdecode(path)] = (size, mtime_ns, fields)
         except (sqlite3.Error, ValueError) as e:
             self._give_up(e)
             return {}
