@@ -208,6 +208,12 @@ def test_head_fit_and_auto_epochs_reach_the_training_config(tmp_path, photos, mo
     assert main(["train", "--data", str(photos), "--out", str(tmp_path / "r"),
                  "--finetune-epochs", "3"]) == 0
     assert seen["finetune_epochs"] == 3 and "head_fit" not in seen
+    assert "trunk_cache" not in seen
+    for flag, value in (("on", True), ("off", False), ("auto", "auto")):
+        seen.clear()
+        assert main(["train", "--data", str(photos), "--out", str(tmp_path / "r"),
+                     "--trunk-cache", flag]) == 0
+        assert seen["trunk_cache"] is value if isinstance(value, bool) else seen["trunk_cache"] == value
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--data", str(photos), "--out", str(tmp_path / "r"),
               "--finetune-epochs", "-1"])

@@ -123,6 +123,8 @@ def train(args) -> int:
     for key in ("head_epochs", "head_fit", "finetune_epochs", "batch_size", "unfreeze"):
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
+    if args.trunk_cache is not None:
+        train_cfg["trunk_cache"] = {"on": True, "off": False}.get(args.trunk_cache, "auto")
     train_cfg.setdefault("seed", args.seed)
     model_cfg.setdefault("seed", args.seed)  # the same seed builds the same initial model
     if args.tensorboard:

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=_epochs_or_auto,
                    help="epochs of phase 2 (top blocks unfrozen), or 'auto' (default: 10, "
                         "none without validation data under 100 images a class)")
+    p.add_argument("--trunk-cache", choices=("auto", "on", "off"),
+                   help="phase 2 on the frozen trunk's cached output: 'on' raises where it "
+                        "cannot run, 'off' trains the full model (default auto: where it can)")
     p.add_argument("--unfreeze", help="what phase 2 unfreezes, e.g. top_blocks:2, fraction:0.3")
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--validation-split", type=float, default=0.2,

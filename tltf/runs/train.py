@@ -138,6 +138,7 @@ def _check_arguments(config: dict) -> None:
     import inspect
 
     from tltf.training._head_fit import check_head_fit
+    from tltf.training._trunk import check_option as check_trunk_option
     from tltf.training._train_data import check_args
     from tltf.training.freeze import parse_unfreeze
     from tltf.training.recipe import fine_tune
@@ -174,6 +175,7 @@ def _check_arguments(config: dict) -> None:
                values["cache_features"], False, None, values["head_lr"], values["finetune_lr"])
     parse_unfreeze(values["unfreeze"])
     check_head_fit(values["head_fit"])
+    check_trunk_option(values["trunk_cache"])
     backbone = config["model"].get("backbone", "mobilenet_v2")
     if isinstance(backbone, str) and ":" not in backbone:
         from tltf.backbones.registry import get_backbone
