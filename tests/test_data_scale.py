@@ -59,6 +59,28 @@ def test_second_pass_reads_no_image_and_a_changed_file_is_checked_again(tmp_path
     assert counted == [files[2]]
 
 
+def test_many_paths_under_one_folder_get_their_own_rows_and_no_others(tmp_path):
+    # Over _CHUNK paths sharing a prefix are read by one range scan of the primary key; rows
+    # of a sibling folder that shares the prefix's text, and of other versions, stay out.
+    store = _check_store.CheckStore(tmp_path / "c", version=7)
+    wanted = [f"/data/cls/{i:04d}.jpg" for i in range(_check_store._CHUNK + 100)]
+    wanted.append(os.fsdecode(b"/data/cls/\xff\xfe.jpg"))  # not UTF-8, and the top byte
+    for i, path in enumerate(wanted):
+        store.put(path, i, 10 * i, [True, "", "JPEG", "RGB", i, 1, 1, "", False, path, True])
+    for path in ("/data/cls2/0001.jpg", "/data/cl/x.jpg", "/data/cls/"):
+        store.put(path, 1, 1, [False, "other", None, None, 0, 0, 1, "", False, path, False])
+    store.flush()
+    other = _check_store.CheckStore(tmp_path / "c", version=8)
+    other.put(wanted[0], 0, 0, [False, "old", None, None, 0, 0, 1, "", False, wanted[0], False])
+    other.close()
+    asked = wanted[::-1][:-3]  # any order, and not every stored row of the folder
+    found = store.get(asked)
+    store.close()
+    assert sorted(found) == sorted(asked)
+    assert all(found[p][0] == wanted.index(p) and found[p][2][4] == wanted.index(p)
+               for p in asked)
+
+
 @pytest.mark.slow
 def test_two_processes_check_one_folder_at_once(tmp_path):
     files = _jpegs(tmp_path / "a", 40)

@@ -319,7 +319,10 @@ def check_files(
         )
     resolve_verbose(verbose)  # a bad value raises even when every verdict is cached
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    paths = [os.fspath(p) if _fs.is_remote(p) else os.path.abspath(os.fspath(p)) for p in paths]
+    # An absolute path is kept as given (abspath's normalising was a sixth of a second call).
+    paths = [p if isinstance(p, str) and p.startswith(os.sep)
+             else os.fspath(p) if _fs.is_remote(p) else os.path.abspath(os.fspath(p))
+             for p in paths]
     stats, results, todo = {}, {}, []
     remote = [p for p in paths if _fs.is_remote(p)]
     if remote:  # one request each on gs:// or s3://: many in flight, not one after another
