@@ -13,7 +13,8 @@ that extrapolates them to 1M and 10M images (linear in N; memory as a fixed part
 per-file part plus the cache "auto" would choose at that N on this machine).
 
 Usage:
-    .venv/bin/python benchmarks/scale.py [--n 20000] [--folder DIR] [--epochs 2]
+    .venv/bin/python benchmarks/scale.py [--n 20000] [--folder DIR] [--epochs 2] [--repeats 3]
+    .venv/bin/python benchmarks/scale.py --n 200000 --repeats 1   # the big run, ~40 min
 """
 
 from __future__ import annotations
@@ -134,6 +135,19 @@ def _run_side(args, side: str, folder: Path, cache: str = "auto") -> dict:
         return json.loads(lines[-1][len("RESULT "):])
 
 
+def _median(results: list[dict]) -> dict:
+    """Every figure of a side's runs as the median over the runs (lists: element by element)."""
+    import statistics
+
+    out = dict(results[0])
+    for key, value in results[0].items():
+        if isinstance(value, list) and value and isinstance(value[0], (int, float)):
+            out[key] = [statistics.median(r[key][i] for r in results) for i in range(len(value))]
+        elif isinstance(value, (int, float)):
+            out[key] = statistics.median(r[key] for r in results)
+    return out
+
+
 def _mb(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GB" if abs(nbytes) >= 2**30 else f"{nbytes / 2**20:.0f} MB"
 
@@ -144,11 +158,11 @@ def _time(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.2f} s"
 
 
-def report(n: int, results: dict) -> None:
+def report(n: int, results: dict, repeats: int = 1) -> None:
     import psutil
 
     print(f"\n{n:,} JPEGs {HEIGHT}x{WIDTH}, read at {SIZE}x{SIZE}, batch {BATCH}, "
-          f"{os.cpu_count()} CPUs\n")
+          f"{os.cpu_count()} CPUs; medians of {repeats} run(s) a side, taken in turns\n")
     names = list(results)
     print(f"{'':<34}" + "".join(f"{name:>22}" for name in names))
 
@@ -215,6 +229,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="images to generate")
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per side (first + later)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each side, in turns; figures are their medians")
     parser.add_argument("--folder", type=Path, default=None,
                         help="reuse (or create) the generated folder here instead of a temp one")
     parser.add_argument("--side", choices=("keras", "tltf"), help=argparse.SUPPRESS)
@@ -239,12 +255,14 @@ def main() -> None:
                 raise SystemExit(f"{folder} holds {have} images, not --n {args.n}")
             print(f"generating {args.n:,} JPEGs in {folder} ...", flush=True)
             generate(folder, args.n, args.classes)
-        results = {}
-        for name, side, cache in (("keras", "keras", "auto"), ("tltf auto", "tltf", "auto"),
-                                  ("tltf disk", "tltf", "disk")):
-            print(f"running {name} ...", flush=True)
-            results[name] = _run_side(args, side, folder, cache)
-        report(args.n, results)
+        runs = {}
+        for repeat in range(args.repeats):  # the sides take turns, so noise hits them alike
+            for name, side, cache in (("keras", "keras", "auto"), ("tltf auto", "tltf", "auto"),
+                                      ("tltf disk", "tltf", "disk")):
+                print(f"running {name} ({repeat + 1}/{args.repeats}) ...", flush=True)
+                runs.setdefault(name, []).append(_run_side(args, side, folder, cache))
+        report(args.n, {name: _median(results) for name, results in runs.items()},
+               args.repeats)
     finally:
         if temp is not None:
             temp.cleanup()
