@@ -5,7 +5,8 @@
 Trains a tiny classifier on the folder under `MultiWorkerMirroredStrategy`, through the data
 path of `fine_tune` (`batches(..., training=True, fit=True)` then `fit`), twice: first as
 `tf.distribute` shards the dataset by itself ("unsharded"), then with this worker's share of
-the files (`shard=`, "sharded"); then `fine_tune` itself, with the strategy ("fine_tune").
+the files (`shard=`, "sharded"); then `fine_tune` itself, with the strategy, on the images
+("fine_tune") and on cached features ("features").
 tltf's decode of an image file is patched to note the
 path, so the record says which files this process decoded, each time it decoded one. The
 last stdout line is a JSON record per mode.
@@ -81,18 +82,19 @@ def train(data, strategy, sharded: bool) -> dict:
             source.num_batches, "global_batch": global_batch, "loss": history.history["loss"]}
 
 
-def train_with_fine_tune(data, strategy) -> dict:
-    """Phase 1 of `fine_tune` on the images (no cached features), two epochs."""
+def train_with_fine_tune(data, strategy, cache_features=False) -> dict:
+    """Phase 1 of `fine_tune`, two epochs: on the images, or on their cached features."""
     del _decoded[:]
     steps = _Steps()
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = classifier()
     result = fine_tune(model, data, None, head_epochs=2, finetune_epochs=0, head_fit="adam",
-                       cache_features=False, batch_size=PER_REPLICA_BATCH, seed=0,
+                       cache_features=cache_features, batch_size=PER_REPLICA_BATCH, seed=0,
                        strategy=strategy, callbacks=[steps], verbose=0)
+    head = [w.tolist() for w in model.get_layer("head").get_weights()]
     return {"decoded": list(_decoded), "steps": steps.per_epoch,
-            "loss": result.history["loss"]}
+            "loss": result.history["loss"], "cached": result.cached_features, "head": head}
 
 
 def main(folder: str, cache_dir: str) -> None:
@@ -104,7 +106,8 @@ def main(folder: str, cache_dir: str) -> None:
     emit(event="done", files=data.files, shard=list(distribute.worker_shard(strategy)),
          unsharded=train(data, strategy, sharded=False),
          sharded=train(data, strategy, sharded=True),
-         fine_tune=train_with_fine_tune(data, strategy))
+         fine_tune=train_with_fine_tune(data, strategy),
+         features=train_with_fine_tune(data, strategy, cache_features=True))
 
 
 if __name__ == "__main__":

@@ -68,8 +68,8 @@ def test_records_are_sharded_before_decoding(tmp_path):
     write_records(folder, tmp_path / "records", shard_size=3, cache_dir=tmp_path / "checks")
     data = load_records(tmp_path / "records", image_size=16)
 
-    def sums(ds):  # every photo has its own noise: its pixel sum names it
-        return {float(s) for images, _ in ds for s in tf.reduce_sum(images, [1, 2, 3])}
+    def sums(ds):  # every photo has its own noise: its pixels name it
+        return {image.tobytes() for images, _ in ds for image in images.numpy()}
 
     everything = sums(data.prepare(training=False))
     assert len(everything) == 24
@@ -153,3 +153,16 @@ def test_two_workers_decode_disjoint_halves_of_the_files(tmp_path, monkeypatch):
     assert mine[0].isdisjoint(mine[1]) and sorted(mine[0] | mine[1]) == files
     for run in tuned:
         assert run["steps"] == [6, 6] and all(np.isfinite(run["loss"]))
+
+    # Phase 1 on cached features: each worker computes the features of its own share only
+    # (once: 24 decodes with the padding), trains on them in the same steps, and the
+    # all-reduce keeps both copies of the head equal.
+    cached = [run["features"] for run in runs]
+    assert all(run["cached"] for run in cached)
+    mine = [set(run["decoded"]) for run in cached]
+    assert mine[0].isdisjoint(mine[1]) and sorted(mine[0] | mine[1]) == files
+    assert [len(run["decoded"]) for run in cached] == [24, 24]
+    for run in cached:
+        assert run["steps"] == [6, 6] and all(np.isfinite(run["loss"]))
+    for a, b in zip(cached[0]["head"], cached[1]["head"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -97,11 +97,13 @@ def batches(data, name: str = "data", *, training: bool = False, batch_size: int
         shard: `(num_workers, index)` or None. In multi-worker training (the pair
             `tltf.training.distribute.worker_shard(strategy)` gives), the training batches
             of an `ImageDataset` hold only this worker's share of the files
-            (`ImageDataset.prepare(shard=...)`), still batched by the global `batch_size`; `num_batches` is then the steps of an
-            epoch, which is more than the batches of this worker's dataset (each step takes
-            `batch_size / num_workers` of its images) and which every worker runs. Other
-            forms, and data read with `training=False`, are left to `tf.distribute`, which
-            shards them by element. Defaults to `None` (one process reads all the data).
+            (`ImageDataset.prepare(shard=...)`), still batched by the global `batch_size`;
+            `num_batches` is then the steps of an epoch, which is more than the batches of
+            this worker's dataset (each step takes `batch_size / num_workers` of its images)
+            and which every worker runs. With `training=False` the share is read in order
+            (the phase-1 feature pass). Other forms, and data read in order for results
+            per file, are left to `tf.distribute`, which shards them by element. Defaults to
+            `None` (one process reads all the data).
 
     Returns:
         A `Batches`.
@@ -169,7 +171,7 @@ def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, ca
     options = {} if shuffle is None else {"shuffle": shuffle}
     if cache_dir is not None:
         options["cache_dir"] = cache_dir
-    if shard is not None and training and not in_order:
+    if shard is not None and not in_order:
         from tltf.data.dataset import _share
 
         workers, index = shard

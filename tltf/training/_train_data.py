@@ -57,7 +57,7 @@ class Cached(NamedTuple):
     seconds: float  # time spent computing all this
 
 
-def feature_place(model, train_ds, val_ds, batch_size, cache_dir, options: dict,
+def feature_place(model, train, train_ds, val_ds, batch_size, cache_dir, options: dict,
                   note) -> _store.Place | None:
     """Where phase 1's features will live (`_store.choose`, from the batch counts), or None
     when they fit neither memory nor disk and the head trains on the full model instead.
@@ -66,7 +66,8 @@ def feature_place(model, train_ds, val_ds, batch_size, cache_dir, options: dict,
     then. A place on disk is said with `note`.
     """
     values = math.prod(int(d) for d in head_of(model).input.shape[1:])
-    images = sum(num_batches(ds) for ds in (train_ds, val_ds) if ds is not None) * batch_size
+    images = _images(train, train_ds, batch_size) + (
+        0 if val_ds is None else _images(None, val_ds, batch_size))
     place = _store.choose(images * values * 4, cache_dir,
                           f"backbone features of up to {images} images ({values} values each)")
     if place.fits:
@@ -83,18 +84,30 @@ def feature_place(model, train_ds, val_ds, batch_size, cache_dir, options: dict,
     return None
 
 
+def _images(data, ds, batch_size: int) -> int:
+    """At most how many images `ds` (batches of `data`) holds, without reading it: a worker's
+    share of an ImageDataset has no known size (counting it would decode it), but the data
+    set's length bounds it."""
+    steps = int(ds.cardinality())
+    if steps < 0 and hasattr(data, "__len__"):
+        return len(data)
+    return (steps if steps >= 0 else num_batches(ds)) * batch_size
+
+
 def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
-                    place: _store.Place | None = None) -> Cached:
+                    place: _store.Place | None = None, shard=(1, 0)) -> Cached:
     """Features of the frozen backbone, computed once; a head model sharing the head layer.
 
     `place` (from `feature_place`) keeps them on disk, memory-mapped; None: in memory.
+    `shard` (`distribute.worker_shard`): a worker computes the features of its own share
+    of the training images only, and trains on them.
     """
     t0 = time.perf_counter()
     head = head_of(model)
     extract = _Extractor(keras.Model(model.inputs, head.input))
     x, y, tr, va, _ = cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose,
                                     "phase 1: caching", "features", rebatch=batch_size,
-                                    place=place)
+                                    place=place, shard=shard)
     if verbose:
         where = "" if place is None or place.folder is None else f" on disk in {place.folder}"
         print(f"Phase 1: cached backbone features of {len(y)} training images "
@@ -105,7 +118,7 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
 
 
 def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, label, what, *,
-                  rebatch=None, place: _store.Place | None = None):
+                  rebatch=None, place: _store.Place | None = None, shard=(1, 0)):
     """`extract`'s outputs for every training and validation image, computed once.
 
     The training images are read once, unshuffled and un-augmented (otherwise as `fit` reads
@@ -114,11 +127,12 @@ def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, labe
     arrays, the same as a dataset shuffled with `seed` every epoch and batched by `rebatch`
     (None: as the data's own first batch), the validation outputs batched the same way (None
     without `val_ds`), and that batch size. With a disk `place`, the outputs are written to its
-    folder and read memory-mapped.
+    folder and read memory-mapped. With a `shard` of several workers, the training outputs
+    are this worker's share's, marked so that `tf.distribute` does not shard them again.
     """
     folder = None if place is None else place.folder
     source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True,
-                     cache=None)
+                     cache=None, shard=shard)
     sizes = []
     x, y = features(extract, source.data, f"{label} training {what}", verbose,
                     source.num_batches, sizes=sizes, rows=_store.Rows(folder, "train"))
@@ -126,6 +140,17 @@ def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, labe
     check_labels("train", y, num_classes)
     rebatch = rebatch or sizes[0]
     tr = _store.dataset(x, y, rebatch, seed)
+    off = tf.data.experimental.AutoShardPolicy.OFF
+    if shard[0] > 1 and source.data.options().experimental_distribute.auto_shard_policy == off:
+        # The images were this worker's share (an ImageDataset's files, cut before
+        # decoding): so are the features, and tf.distribute must not cut them again.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+        # An unknown size, as the images' share has: Keras then reads it to its end, the
+        # `workers` times more steps than its own batches (each step takes 1/workers of a
+        # global batch); a known size would stop every epoch after that many steps.
+        tr = tr.filter(lambda *_: True).with_options(options)
     va = None
     if val_ds is not None:
         vx, vy = features(extract, val_ds, f"{label} validation {what}", verbose,

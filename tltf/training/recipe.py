@@ -322,13 +322,13 @@ def fine_tune(
     if run.remaining(1, head_epochs):
         freeze_backbone(work)
         lr = _peak_lr(head_lr, HEAD_BASE_LR, global_batch)
-        place = feature_place(work, train_ds, val_ds, global_batch, directory, dict(
+        place = feature_place(work, train, train_ds, val_ds, global_batch, directory, dict(
             cache_features=cache_features, head_fit=head_fit), run.note) if cached else None
         cached = place is not None
         if cached:
             with strategy.scope():  # the head-only model must live where its optimizer will
                 c = cached_features(work, train, train_ds, val_ds, global_batch, seed, verbose,
-                                    place)
+                                    place, shard)
             # A resumed phase 1 that began with Adam epochs goes on with them.
             if (fit_plan == "convex" and not run.state.epochs_done["1"]
                     and _head_fit.data_allows(head_fit, c.y, num_classes, c.x)):
