@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from _train_tiny import tiny_arrays, tiny_model
 
+from tltf.data import _cache_choice
 from tltf.models.classifier import build_classifier
 from tltf.models.parts import backbone_of
-from tltf.data import _cache_choice
 from tltf.training import _phases, _trunk
 from tltf.training.recipe import fine_tune
 

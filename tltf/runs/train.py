@@ -138,8 +138,8 @@ def _check_arguments(config: dict) -> None:
     import inspect
 
     from tltf.training._head_fit import check_head_fit
-    from tltf.training._trunk import check_option as check_trunk_option
     from tltf.training._train_data import check_args
+    from tltf.training._trunk import check_option as check_trunk_option
     from tltf.training.freeze import parse_unfreeze
     from tltf.training.recipe import fine_tune
 

@@ -25,21 +25,21 @@ from tltf._progress import resolve_verbose
 from tltf.data._batches import batches
 from tltf.models import precision
 from tltf.models.classifier import compile_classifier
-from tltf.models.parts import backbone_of, head_of, spec_of
+from tltf.models.parts import head_of
 from tltf.training import _head_fit, _store, _trunk, distribute, runtime
 from tltf.training._phases import PhaseRun
 from tltf.training._train_data import (
     cached_features,
     check_args,
-    feature_place,
     check_tensorboard,
     class_weight_of,
+    feature_place,
     num_examples,
     with_cardinality,
 )
 from tltf.training.freeze import freeze_backbone, parse_unfreeze
 from tltf.training.freeze import unfreeze as unfreeze_layers
-from tltf.training.schedules import scaled_learning_rate
+from tltf.training.schedules import _block_lr_multipliers, scaled_learning_rate
 
 __all__ = ["FineTuneResult", "fine_tune"]
 
@@ -350,7 +350,7 @@ def fine_tune(
     if run.remaining(2, phase2_epochs):
         unfreeze_layers(work, unfreeze, train_bn=train_bn)
         lr = _peak_lr(finetune_lr, FINETUNE_BASE_LR, global_batch)
-        multipliers = _lr_multipliers(work, unfreeze, discriminative_lr)
+        multipliers = _block_lr_multipliers(work, discriminative_lr)
         if cut is None and trunk_cache == "auto":
             run.note(f"phase 2: training the full model (trunk_cache='auto': {no_cut})")
         trunk = None if cut is None else _trunk.TrunkCache(
@@ -394,23 +394,3 @@ def _phase2_epochs(option, run: PhaseRun, val, train, train_ds, num_classes: int
 
 def _peak_lr(option, base, global_batch) -> float:
     return scaled_learning_rate(base, global_batch) if option == "auto" else float(option)
-
-
-def _lr_multipliers(model, how, factor):
-    """Variable path -> learning-rate factor: f for the top unfrozen block, f**2 below, ..."""
-    if factor is None or factor == 1.0:
-        return None
-    backbone = backbone_of(model)
-    layers = backbone.layers
-    spec = spec_of(model)
-    from tltf.backbones.registry import block_start_indices
-
-    starts = block_start_indices(spec, backbone) if spec is not None else [0]
-    starts = sorted(set([0, *starts]))
-    multipliers = {}
-    for depth, start in enumerate(reversed(starts)):
-        end = len(layers) if depth == 0 else list(reversed(starts))[depth - 1]
-        for layer in layers[start:end]:
-            for variable in layer.trainable_weights:
-                multipliers[variable.path] = factor ** (depth + 1)
-    return multipliers

@@ -141,3 +141,24 @@ class DiscriminativeAdam(keras.optimizers.Adam):
         config = super().get_config()
         config["lr_multipliers"] = dict(self.lr_multipliers)
         return config
+
+
+def _block_lr_multipliers(model, factor):
+    """Variable path -> learning-rate factor: f for the top unfrozen block, f**2 below, ..."""
+    if factor is None or factor == 1.0:
+        return None
+    from tltf.backbones.registry import block_start_indices
+    from tltf.models.parts import backbone_of, spec_of
+
+    backbone = backbone_of(model)
+    layers = backbone.layers
+    spec = spec_of(model)
+    starts = block_start_indices(spec, backbone) if spec is not None else [0]
+    starts = sorted(set([0, *starts]))
+    multipliers = {}
+    for depth, start in enumerate(reversed(starts)):
+        end = len(layers) if depth == 0 else list(reversed(starts))[depth - 1]
+        for layer in layers[start:end]:
+            for variable in layer.trainable_weights:
+                multipliers[variable.path] = factor ** (depth + 1)
+    return multipliers
