@@ -13,7 +13,9 @@ so the training pipeline itself decodes everything with `tf.io` in parallel
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import io
 import os
@@ -319,6 +321,33 @@ def check_files(
         )
     resolve_verbose(verbose)  # a bad value raises even when every verdict is cached
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    with _collector_paused():
+        paths, results, todo, stats, store = _cached_verdicts(paths, cache_dir, max_pixels)
+    try:
+        if todo:
+            _check_todo(todo, results, stats, store, cache_dir, workers, max_pixels, verbose)
+    finally:
+        store.close()
+    return [results[p] for p in paths]
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Holds off Python's cycle collector while a pass makes tens of thousands of small,
+    acyclic objects: with TensorFlow loaded, every full collection they would trigger walks
+    millions of objects, which made a cached pass over 20k files take 0.3 to 0.6 s, not 0.25."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _cached_verdicts(paths, cache_dir, max_pixels):
+    """The paths made absolute, the verdicts the store still holds for them (keyed by path),
+    the paths left to check, their stats, and the open store."""
     # An absolute path is kept as given (abspath's normalising was a sixth of a second call).
     paths = [p if isinstance(p, str) and p.startswith(os.sep)
              else os.fspath(p) if _fs.is_remote(p) else os.path.abspath(os.fspath(p))
@@ -352,11 +381,10 @@ def check_files(
                     results[p] = check
                     continue
             todo.append(p)
-        if todo:
-            _check_todo(todo, results, stats, store, cache_dir, workers, max_pixels, verbose)
-    finally:
+    except BaseException:
         store.close()
-    return [results[p] for p in paths]
+        raise
+    return paths, results, todo, stats, store
 
 
 def _remote_stat(path: str) -> tuple[int, int] | None:
