@@ -150,3 +150,63 @@ def test_jpeg_decoded_at_reduced_scale(tmp_path):
     assert decode._decode_ratio(check, (200, 200), "crop") == 1
     small = decode_image_file(tf.constant(str(path)), 4).numpy()
     assert small.shape == (64, 80, 3) and abs(int(small.mean()) - 90) <= 2
+
+
+def _same_size_jpegs(folder, n=4, size=(48, 64)):
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / c / f"{i}.jpg", quality=90)
+
+
+@pytest.mark.parametrize("image_size", [16, 40, 96])  # DCT ratio 2 (area), 1 (area), 1 (up)
+def test_same_size_jpegs_decode_as_each_file_alone(tmp_path, image_size):
+    from tltf.data import load_image_folder
+
+    _same_size_jpegs(tmp_path / "d")
+    data = load_image_folder(tmp_path / "d", image_size=image_size, cache_dir=tmp_path / "c")
+    checks = check_files(data.files, cache_dir=tmp_path / "c")
+    got = [x.numpy() for x, _ in data.dataset]
+    for image, check in zip(got, checks, strict=True):
+        ratio = decode._decode_ratio(check, (image_size, image_size), "stretch")
+        alone = resize_image(decode_image_file(tf.constant(check.path), tf.constant(ratio)),
+                             (image_size, image_size)).numpy()
+        np.testing.assert_array_equal(image, alone)
+
+
+def test_same_size_jpeg_resized_after_the_check_is_named(tmp_path):
+    from tltf.data import load_image_folder
+    from tltf.data.dataset import _batches_in_order
+
+    _same_size_jpegs(tmp_path / "d")
+    data = load_image_folder(tmp_path / "d", image_size=16, cache_dir=tmp_path / "c")
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "d" / "b" / "1.jpg")
+    with pytest.raises(ValueError, match=r"Cannot decode .*b/1\.jpg although it passed"):
+        list(_batches_in_order(data, 4))
+    # Training leaves the changed file out (with a logged warning) and keeps the epoch.
+    assert sum(len(y) for _, y in data.prepare(training=True, batch_size=3, cache=None)) == 7
+
+
+def test_cached_pass_restores_the_cycle_collector(tmp_path, monkeypatch):
+    import gc
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    check_files([tmp_path / "a.png"], cache_dir=tmp_path / "c")
+    assert gc.isenabled()
+    monkeypatch.setattr(checks_module, "CheckStore", _raising_store)
+    with pytest.raises(RuntimeError, match="store down"):
+        check_files([tmp_path / "a.png"], cache_dir=tmp_path / "c")
+    assert gc.isenabled()  # still on after a pass that raised inside the pause
+    monkeypatch.undo()
+    gc.disable()
+    try:
+        check_files([tmp_path / "a.png"], cache_dir=tmp_path / "c2")
+        assert not gc.isenabled()  # a caller's own choice is left as it was
+    finally:
+        gc.enable()
+
+
+def _raising_store(*args, **kwargs):
+    raise RuntimeError("store down")

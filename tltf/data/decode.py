@@ -21,6 +21,7 @@ __all__ = ["RESIZE_MODES", "decode_image_bytes", "decode_image_file", "resize_im
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 _MAX_IMAGE_SIZE = 4096  # a side above this is a typo (100000 would need 30 GB per image)
+_RATIO_INDEX = [0, 1, 2, 0, 3, 0, 0, 0, 4]  # a decode ratio 0-8 -> its decoder below (0: any format)
 
 
 def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -114,16 +115,19 @@ def decode_image_bytes(contents: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Te
     >>> tuple(decode_image_bytes(tf.constant(buffer.getvalue()), 2).shape)
     (8, 12, 3)
     """
-    ratio = tf.convert_to_tensor(ratio, tf.int32)
-
     def jpeg(r):
         return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=r)
 
     def generic():
         return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
 
-    index = tf.gather(tf.constant([0, 1, 2, 0, 3, 0, 0, 0, 4]), tf.clip_by_value(ratio, 0, 8))
-    image = tf.switch_case(index, [generic, jpeg(1), jpeg(2), jpeg(4), jpeg(8)])
+    decoders = [generic, jpeg(1), jpeg(2), jpeg(4), jpeg(8)]
+    if isinstance(ratio, (int, np.integer)):  # known when the pipeline is built: no branch
+        image = decoders[_RATIO_INDEX[min(max(int(ratio), 0), 8)]]()
+    else:
+        index = tf.gather(tf.constant(_RATIO_INDEX), tf.clip_by_value(
+            tf.convert_to_tensor(ratio, tf.int32), 0, 8))
+        image = tf.switch_case(index, decoders)
     image.set_shape([None, None, 3])
     return image
 
@@ -157,7 +161,8 @@ def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -
     th, tw = int(size[0]), int(size[1])
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    image = tf.cast(image, tf.float32)
+    if image.dtype not in (tf.uint8, tf.float32):  # the resizes read these two as they are
+        image = tf.cast(image, tf.float32)
     if mode == "crop":
         scale = tf.minimum(h / th, w / tw)
         ch = tf.cast(tf.round(th * scale), tf.int32)
@@ -192,8 +197,14 @@ def _as_rgb_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def _antialiased(image: tf.Tensor, size) -> tf.Tensor:
-    """float32 `image` resized to the static `size`: area averaging where both sides shrink,
-    antialiased bilinear otherwise."""
+    """uint8 or float32 `image` resized to the static `size`, as float32: area averaging where
+    both sides shrink, antialiased bilinear otherwise (chosen when the graph is built if
+    `image`'s size is known then)."""
+    h, w = image.shape[0], image.shape[1]
+    if h is not None and w is not None:
+        if h >= size[0] and w >= size[1]:
+            return tf.image.resize(image, size, method="area")
+        return tf.image.resize(image, size, antialias=True)
     shape = tf.shape(image)
     shrinks = tf.logical_and(shape[0] >= size[0], shape[1] >= size[1])
     return tf.cond(shrinks, lambda: tf.image.resize(image, size, method="area"),
