@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tltf.data._checked_files import _files_dataset
 from tltf.data._fs import as_path
 from tltf.data._splits import check_split_sizes, split_fractions, stratified_split
 from tltf.data.checks import MAX_PIXELS, _validated
-from tltf.data.dataset import ImageDataset, _files_dataset
+from tltf.data.dataset import ImageDataset
 from tltf.data.decode import _check_resize, _image_size
 from tltf.data.layout import class_folders, find_split_folders, list_image_files
 

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tltf.data._checked_files import _files_dataset
 from tltf.data._splits import check_split_sizes, split_fractions, stratified_split
 from tltf.data.checks import _validated
-from tltf.data.dataset import ImageDataset, _files_dataset
+from tltf.data.dataset import ImageDataset
 from tltf.data.decode import _as_rgb_uint8, _check_resize, _image_size, resize_image
 
 __all__ = ["load_arrays", "load_csv", "load_tfds"]

@@ -171,8 +171,9 @@ def _read_files(files, size, resize, batch_size=32, verbose=0):
     import tempfile
 
     from tltf._warn import warn
+    from tltf.data._checked_files import _files_dataset
     from tltf.data.checks import check_files
-    from tltf.data.dataset import _batches_in_order, _files_dataset
+    from tltf.data.dataset import _batches_in_order
 
     # Re-encoded odd files (EXIF-rotated JPEGs, TIFF) live only as long as the reading.
     tmp = tempfile.TemporaryDirectory(prefix="tltf-predict-")
