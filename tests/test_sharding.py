@@ -80,6 +80,37 @@ def test_records_are_sharded_before_decoding(tmp_path):
         assert shares[0].isdisjoint(shares[1]) and shares[0] | shares[1] == everything
 
 
+def test_each_worker_reads_only_its_own_record_files(tmp_path):
+    folder = load_image_folder(photo_folder(tmp_path / "photos", n=12), image_size=16,
+                               cache_dir=tmp_path / "checks")
+    out = write_records(folder, tmp_path / "records", shard_size=5, cache_dir=tmp_path / "checks")
+    data = load_records(out, image_size=16)
+    in_order = [image.tobytes() for images, _ in data.prepare(training=False)
+                for image in images.numpy()]
+    of_file = [set(in_order[j:j + 5]) for j in range(0, 24, 5)]  # files hold 5, 5, 5, 5, 4
+    shares = [[image.tobytes() for images, _ in data.prepare(
+        training=True, batch_size=4, cache=None, shard=(2, i)) for image in images.numpy()]
+        for i in (0, 1)]
+    # Worker 0 reads files 0, 2 and 4 (14 images), worker 1 files 1 and 3 (10 images).
+    assert set(shares[0]) == of_file[0] | of_file[2] | of_file[4]
+    assert set(shares[1]) == of_file[1] | of_file[3]
+    # Both run 7 steps of 2 images: the smaller share repeats 4 of its own images.
+    assert len(shares[0]) == len(shares[1]) == 14
+    assert batches(data, training=True, batch_size=4, shard=(2, 1)).num_batches == 7
+
+
+def test_record_files_fewer_than_workers_are_shared_by_element(tmp_path):
+    folder = load_image_folder(photo_folder(tmp_path / "photos", n=3), image_size=16,
+                               cache_dir=tmp_path / "checks")
+    out = write_records(folder, tmp_path / "records", shard_size=3, cache_dir=tmp_path / "checks")
+    data = load_records(out, image_size=16)  # two files of 3 images, for three workers
+    shares = [{image.tobytes() for images, _ in data.prepare(
+        training=True, batch_size=3, cache=None, shard=(3, i)) for image in images.numpy()}
+        for i in range(3)]
+    assert [len(s) for s in shares] == [2, 2, 2]
+    assert not (shares[0] & shares[1] or shares[1] & shares[2] or shares[0] & shares[2])
+
+
 @pytest.mark.parametrize("shard, match", [
     ((2, 2), "0 <= index < num_shards"),
     ((0, 0), "0 <= index < num_shards"),

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tltf.data import _shares
+
 
 @dataclass
 class Batches:
@@ -172,12 +174,11 @@ def _image_dataset(data, name, training, batch_size, seed, in_order, shuffle, ca
     if cache_dir is not None:
         options["cache_dir"] = cache_dir
     if shard is not None and not in_order:
-        from tltf.data.dataset import _share
-
         workers, index = shard
         if workers > 1:
             options["shard"] = (workers, index)
-            common["num_batches"] = _share(size, batch_size, workers)[1]  # steps, every worker
+            # The steps of an epoch, which every worker runs.
+            common["num_batches"] = _shares.share(data, batch_size, workers)[1]
     ds = data.prepare(training=training, batch_size=batch_size, seed=seed, cache=cache, **options)
     return Batches(ds, **common)  # no files: prepare() may leave out a broken one
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tltf.data import _shares
 from tltf.data._cache_choice import choose_cache, new_cache_prefix
 from tltf.data.augment import Policy, batch_augmenter
 
@@ -43,6 +44,11 @@ class ImageDataset:
         record_bytes: bytes of one element of `records` when they hold the encoded image
             (TFRecords), to bound the shuffle buffer of records. Defaults to `None` (records
             are small: a path and a label, all shuffled at once).
+        record_files: `(file, count)` of each file `records` is read from, in order, with
+            `read_records`, a function from a list of those files to their records: then a
+            worker of `prepare(shard=...)` reads only its own files, not every record.
+            Defaults to `None` (a worker's share is cut from `records` element by element).
+        read_records: see `record_files`. Defaults to `None`.
 
     Attributes:
         dataset: `tf.data.Dataset` of unbatched (uint8 image (H, W, 3), int32 label) pairs,
@@ -78,8 +84,12 @@ class ImageDataset:
         skipped: Sequence[tuple[str, str]] = (),
         image_bytes: int | None = None,
         record_bytes: int | None = None,
+        record_files: Sequence[tuple[str, int]] | None = None,
+        read_records: Callable[[list[str]], tf.data.Dataset] | None = None,
     ):
         self._records = records
+        self._record_files = list(record_files) if record_files and read_records else None
+        self._read_records = read_records
         self._decode = decode
         self.class_names = [str(c) for c in class_names]
         self.num_classes = len(self.class_names)
@@ -188,11 +198,14 @@ class ImageDataset:
             shard: `(num_shards, index)` or `None`. Prepare only this worker's share of a
                 multi-worker run (`tltf.training.distribute.worker_shard(strategy)` gives
                 it): the elements `index, index + num_shards, ...`, chosen before
-                decoding, so this process decodes and caches only its own files. Give
+                decoding, so this process decodes and caches only its own files (with
+                `record_files`, at least one per worker: the files `index, index +
+                num_shards, ...`, so it reads no other worker's records). Give
                 the global `batch_size`, as without sharding: `tf.distribute` takes
                 `batch_size / num_shards` images of each worker's own share per step.
                 Every share is padded to the same whole number of such steps by repeating
-                its first elements (fewer than `batch_size` repeats in all), so that all
+                its first elements (fewer than `batch_size` repeats in all; by record
+                file, up to a file's worth, to the largest share), so that all
                 workers run the same steps and every step is a full global batch. An
                 epoch then has about `num_shards` times more steps than this dataset has
                 batches: Keras reads it until it ends (do not set `steps_per_epoch` from
@@ -235,8 +248,8 @@ class ImageDataset:
                 "Augmentation only applies to training batches; pass `augment=None` with "
                 f"`training=False`. Received: augment={augment!r}, training={training}"
             )
-        num_shards, index = self._check_shard(shard)
-        size, _ = _share(len(self), batch_size, num_shards)  # elements this process prepares
+        num_shards, index = _shares.check_shard(shard, len(self))
+        size, _ = _shares.share(self, batch_size, num_shards)  # elements this process prepares
         augmenter = batch_augmenter(augment, seed, one_hot=one_hot) if training else None
         shuffle = training if shuffle is None else shuffle
         if deterministic is None:
@@ -253,9 +266,13 @@ class ImageDataset:
 
         ds = self._records
         if num_shards > 1:
-            # Before decoding: this worker reads only its own files. In a fixed order, so
-            # that every epoch (and the cache) holds the same share.
-            ds = ds.shard(num_shards, index).repeat().take(size)
+            # Before decoding: this worker reads only its own files (the record files, when
+            # there are enough to go round, else its elements of the records). In a fixed
+            # order, so that every epoch (and the cache) holds the same share.
+            by_file = _shares.files_of_shard(self, num_shards, index)
+            ds = (self._read_records([f for f, _ in by_file]) if by_file is not None
+                  else ds.shard(num_shards, index))
+            ds = ds.repeat().take(size)
         if shuffle:
             # Shuffling file names is cheap. Without a cache this is the per-epoch shuffle;
             # with one it mixes the (class-sorted) order once, so that the bounded buffer of
@@ -307,35 +324,6 @@ class ImageDataset:
             options.experimental_distribute.auto_shard_policy = (
                 tf.data.experimental.AutoShardPolicy.OFF)
         return ds.with_options(options).prefetch(_AUTOTUNE)
-
-    def _check_shard(self, shard) -> tuple[int, int]:
-        if shard is None:
-            return 1, 0
-        ok = (isinstance(shard, (tuple, list)) and len(shard) == 2
-              and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                      for v in shard))
-        if not ok or not 0 <= shard[1] < shard[0]:
-            raise ValueError(
-                "Expected `shard` to be None or (num_shards, index) with 0 <= index < "
-                "num_shards, e.g. tltf.training.distribute.worker_shard(strategy). "
-                f"Received: shard={shard!r}")
-        if shard[0] > len(self):
-            raise ValueError(
-                f"Cannot give each of {shard[0]} workers its own images: the data set has "
-                f"only {len(self)}. Use fewer workers or more data. Received: shard={shard!r}")
-        return int(shard[0]), int(shard[1])
-
-
-
-def _share(count: int, batch_size: int, num_shards: int) -> tuple[int, int]:
-    """(elements, steps) of each of `num_shards` shares of `count` elements: every share the
-    same whole number of steps of `batch_size / num_shards` (one worker's part of a global
-    batch); one share is all the data, in steps of `batch_size`."""
-    if num_shards == 1:
-        return count, -(-count // batch_size)
-    step = -(-batch_size // num_shards)
-    steps = -(-count // (num_shards * step))
-    return steps * step, steps
 
 
 def _batches_in_order(data: ImageDataset, batch_size: int):

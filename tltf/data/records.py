@@ -110,10 +110,11 @@ def write_records(
     folder.mkdir(parents=True, exist_ok=True)
     count = -(-len(checks) // shard_size)
     names = [f"images-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
-    total_bytes = 0
+    total_bytes, counts = 0, []
     with progress(len(checks), "writing records", verbose, unit="images") as bar:
         for i, name in enumerate(names):
             part = range(i * shard_size, min(len(checks), (i + 1) * shard_size))
+            counts.append(len(part))
             with atomic_path(folder / name) as tmp, tf.io.TFRecordWriter(os.fspath(tmp)) as out:
                 for j in part:
                     check = checks[j]
@@ -132,7 +133,7 @@ def write_records(
     save_arrays(folder / _LABELS, [np.asarray(data.labels, np.int64)])
     atomic_write(folder / _MANIFEST, json.dumps({
         "version": _VERSION, "class_names": data.class_names, "count": len(checks),
-        "shards": names, "mean_bytes": total_bytes // max(1, len(checks)),
+        "shards": names, "shard_counts": counts, "mean_bytes": total_bytes // max(1, len(checks)),
     }, indent=1))
     return folder
 
@@ -207,10 +208,15 @@ def load_records(
         ratio = tf.where(jpeg > 0, ratio, 0)  # as `_decode_ratio` does for a checked file
         return resize_image(decode_image_bytes(image, ratio), size, resize), label
 
-    records = tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    records = records.apply(tf.data.experimental.assert_cardinality(int(manifest["count"])))
+    def read(names):
+        return tf.data.TFRecordDataset(names).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    records = read(files).apply(tf.data.experimental.assert_cardinality(int(manifest["count"])))
+    counts = manifest.get("shard_counts")  # absent from records written by tltf 0.1
     return ImageDataset(records, decode, class_names=manifest["class_names"], labels=labels,
-                        image_size=size, record_bytes=int(manifest.get("mean_bytes", 0)) or None)
+                        image_size=size, record_bytes=int(manifest.get("mean_bytes", 0)) or None,
+                        record_files=list(zip(files, counts, strict=True)) if counts else None,
+                        read_records=read)
 
 
 def _read_labels(path: str) -> np.ndarray:
