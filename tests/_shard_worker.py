@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _worker import IMAGE_SIZE, classifier, emit, multiworker_setup  # noqa: E402
 
-import tltf.data.dataset  # noqa: E402
+import tltf.data._checked_files  # noqa: E402
 from tltf.data import load_image_folder  # noqa: E402
 from tltf.data._batches import batches  # noqa: E402
 from tltf.training import distribute  # noqa: E402
@@ -98,7 +98,8 @@ def train_with_fine_tune(data, strategy, cache_features=False) -> dict:
 
 
 def main(folder: str, cache_dir: str) -> None:
-    tltf.data.dataset.decode_image_file = _logging_decode(tltf.data.dataset.decode_image_file)
+    tltf.data._checked_files.decode_image_file = _logging_decode(
+        tltf.data._checked_files.decode_image_file)
     strategy, _, _ = multiworker_setup()
     # One check cache per worker, as on machines that do not share a home folder.
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
