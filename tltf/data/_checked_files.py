@@ -51,8 +51,7 @@ def _uniform_decoder(checks, ratios):
     fails its shape check like any file broken after the check pass."""
     first = checks[0] if checks else None
     uniform = first is not None and ratios[0] >= 1 and all(
-        r == ratios[0] and c.is_jpeg and c.decoded_path == c.path
-        and (c.height, c.width) == (first.height, first.width)
+        r == ratios[0] and c.is_jpeg and (c.height, c.width) == (first.height, first.width)
         for c, r in zip(checks, ratios, strict=True))
     if not uniform:
         return decode_image_file

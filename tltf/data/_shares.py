@@ -46,10 +46,8 @@ def share(data, batch_size: int, num_shards: int) -> tuple[int, int]:
     if num_shards == 1:
         return len(data), -(-len(data) // batch_size)
     step = -(-batch_size // num_shards)
-    if files_of_shard(data, num_shards, 0) is None:  # by element: shares differ by one
-        largest = -(-len(data) // num_shards)
-    else:
-        largest = max(sum(n for _, n in files_of_shard(data, num_shards, i))
-                      for i in range(num_shards))
+    shares = [files_of_shard(data, num_shards, i) for i in range(num_shards)]
+    largest = (-(-len(data) // num_shards) if shares[0] is None  # by element: within one
+               else max(sum(n for _, n in files) for files in shares))
     steps = -(-largest // step)
     return steps * step, steps
