@@ -360,6 +360,24 @@ def test_records_errors(tmp_path):
         load_records(tmp_path)
 
 
+@pytest.mark.parametrize("counts", [[3], [3, 3, 3], [3, 2], [3, "3"], "6"])
+def test_records_with_damaged_shard_counts_say_so(tmp_path, counts):
+    from image_cases import photo_folder
+
+    from tltf.data import load_image_folder
+    from tltf.data.records import load_records, write_records
+
+    folder = load_image_folder(photo_folder(tmp_path / "p", n=3), image_size=16,
+                               cache_dir=tmp_path / "c")
+    out = write_records(folder, tmp_path / "r", shard_size=3, cache_dir=tmp_path / "c")
+    manifest = json.loads((out / "records.json").read_text())
+    assert manifest["shard_counts"] == [3, 3]
+    manifest["shard_counts"] = counts
+    (out / "records.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"records.json is damaged: `shard_counts`.*Received"):
+        load_records(out, image_size=16)
+
+
 def test_fine_tune_caches_images_too_large_for_memory_in_the_run_folder(tmp_path, monkeypatch):
     import psutil
 

@@ -213,6 +213,14 @@ def load_records(
 
     records = read(files).apply(tf.data.experimental.assert_cardinality(int(manifest["count"])))
     counts = manifest.get("shard_counts")  # absent from records written by tltf 0.1
+    if counts is not None and (
+            not isinstance(counts, list) or len(counts) != len(files)
+            or not all(isinstance(n, int) and n >= 0 for n in counts)
+            or sum(counts) != int(manifest["count"])):
+        raise ValueError(
+            f"{manifest_path} is damaged: `shard_counts` must give the images of each of its "
+            f"{len(files)} shards, {manifest['count']} in all. Write the records again. "
+            f"Received: shard_counts={str(counts)[:200]}")
     return ImageDataset(records, decode, class_names=manifest["class_names"], labels=labels,
                         image_size=size, record_bytes=int(manifest.get("mean_bytes", 0)) or None,
                         record_files=list(zip(files, counts, strict=True)) if counts else None,
