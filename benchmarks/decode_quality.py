@@ -40,12 +40,18 @@ def _tltf_arrays(files_by_class: dict, size: int, work: Path, full: bool):
     import numpy as np
 
     import tltf
-    from tltf.data import dataset
+    from tltf.data import _checked_files
 
     folder = sd._link_folder(files_by_class, Path(tempfile.mkdtemp(dir=work)) / "data")
-    original = dataset._decode_ratio  # read when the data set is made, once a file
-    if full:  # scale 1: libjpeg decodes every pixel, then the same antialiased resize
-        dataset._decode_ratio = lambda check, image_size, resize: 1 if check.is_jpeg else 0
+    original = _checked_files._decode_ratio  # read when the data set is made, once a file
+    calls = []
+
+    def full_scale(check, image_size, resize):
+        calls.append(check)
+        return 1 if check.is_jpeg else 0
+
+    if full:  # scale 1: libjpeg decodes every pixel, then the resize for that size
+        _checked_files._decode_ratio = full_scale
     try:
         data = tltf.load_image_folder(folder, image_size=size, cache_dir=work / "checks")
         start = time.perf_counter()
@@ -53,7 +59,9 @@ def _tltf_arrays(files_by_class: dict, size: int, work: Path, full: bool):
                  data.prepare(training=False, batch_size=64, cache=None)]
         seconds = time.perf_counter() - start
     finally:
-        dataset._decode_ratio = original
+        _checked_files._decode_ratio = original
+    if full and not calls:  # the loader no longer reads the ratio where this patches it
+        raise SystemExit("the full decode was not applied: update _tltf_arrays")
     return (np.concatenate([p[0] for p in pairs]).astype("uint8"),
             np.concatenate([p[1] for p in pairs]), seconds)
 

@@ -136,6 +136,25 @@ def test_resize_is_antialiased():
     assert np.abs(out.astype(int) - 128).max() <= 8  # averaged, not aliased to 0 or 255
 
 
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((30, 40), lambda x, s: tf.image.resize(x, s)),  # under 2x both ways: Keras' bilinear
+        ((30, 20), lambda x, s: tf.image.resize(x, s, method="area")),  # 2x on one side
+        ((12, 16), lambda x, s: tf.image.resize(x, s, method="area")),
+        ((60, 40), lambda x, s: tf.image.resize(x, s, antialias=True)),  # one side grows
+        ((48, 64), lambda x, s: tf.cast(x, tf.float32)),  # the same size: untouched
+    ],
+)
+def test_resize_filter_follows_the_shrink_known_or_not_when_built(size, expected):
+    image = tf.constant(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
+    want = tf.cast(tf.clip_by_value(tf.round(expected(image, size)), 0, 255), tf.uint8).numpy()
+    np.testing.assert_array_equal(resize_image(image, size).numpy(), want)
+    unknown = tf.function(lambda x: resize_image(x, size),
+                          input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    np.testing.assert_array_equal(unknown(image).numpy(), want)
+
+
 def test_resize_bad_mode():
     with pytest.raises(ValueError, match="Expected `resize` to be one of"):
         resize_image(tf.zeros((4, 4, 3)), (2, 2), "squash")
@@ -161,18 +180,27 @@ def _same_size_jpegs(folder, n=4, size=(48, 64)):
             Image.fromarray(pixels).save(folder / c / f"{i}.jpg", quality=90)
 
 
-@pytest.mark.parametrize("image_size", [16, 40, 96])  # DCT ratio 2 (area), 1 (area), 1 (up)
-def test_same_size_jpegs_decode_as_each_file_alone(tmp_path, image_size):
+@pytest.mark.parametrize(
+    ("h", "w"),
+    [  # 48x64 files, read at DCT ratio 2 (24x32) for the first three, 1 for the last two
+        (14, 20),  # 24x32 -> 14x20: under 2x both ways, bilinear
+        (16, 16),  # 24x32 -> 16x16: 1.5x and 2x, area
+        (16, 8),  # 24x32 -> 16x8: 1.5x and 4x, area
+        (40, 40),  # 48x64 -> 40x40: bilinear
+        (96, 96),  # enlarged: antialiased bilinear
+    ],
+)
+def test_same_size_jpegs_decode_as_each_file_alone(tmp_path, h, w):
     from tltf.data import load_image_folder
 
     _same_size_jpegs(tmp_path / "d")
-    data = load_image_folder(tmp_path / "d", image_size=image_size, cache_dir=tmp_path / "c")
+    data = load_image_folder(tmp_path / "d", image_size=(h, w), cache_dir=tmp_path / "c")
     checks = check_files(data.files, cache_dir=tmp_path / "c")
     got = [x.numpy() for x, _ in data.dataset]
     for image, check in zip(got, checks, strict=True):
-        ratio = decode._decode_ratio(check, (image_size, image_size), "stretch")
+        ratio = decode._decode_ratio(check, (h, w), "stretch")
         alone = resize_image(decode_image_file(tf.constant(check.path), tf.constant(ratio)),
-                             (image_size, image_size)).numpy()
+                             (h, w)).numpy()
         np.testing.assert_array_equal(image, alone)
 
 

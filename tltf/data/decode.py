@@ -135,8 +135,9 @@ def decode_image_bytes(contents: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Te
 def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -> tf.Tensor:
     """Resizes an (H, W, C) image to `size` with antialiasing, returning uint8.
 
-    Where both sides shrink, pixels are averaged over their areas (a box filter, as fast as
-    an unfiltered bilinear resize); elsewhere the resize is antialiased bilinear.
+    Where both sides shrink by less than 2x, the filter is bilinear (Keras' own, which still
+    weighs every source pixel there); where both shrink and one by 2x or more, pixels are
+    averaged over their areas (a box filter); where a side grows, antialiased bilinear.
 
     Args:
         image: tensor (H, W, C), any numeric dtype with values in [0, 255].
@@ -197,15 +198,33 @@ def _as_rgb_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def _antialiased(image: tf.Tensor, size) -> tf.Tensor:
-    """uint8 or float32 `image` resized to the static `size`, as float32: area averaging where
-    both sides shrink, antialiased bilinear otherwise (chosen when the graph is built if
-    `image`'s size is known then)."""
+    """uint8 or float32 `image` resized to the static `size`, as float32, chosen when the
+    graph is built if `image`'s size is known then, else per image:
+
+    - both sides shrink by less than 2x (the rest after a JPEG's DCT scaling, or a photo a
+      little larger than asked): bilinear, Keras' filter. Its taps are under 2 pixels apart
+      there, so every source pixel is weighed; it is the cheapest filter;
+    - both sides shrink, one by 2x or more: area averaging (a box filter);
+    - a side grows: antialiased bilinear.
+    """
+    def resize(kind):
+        if kind == "bilinear":
+            return lambda: tf.image.resize(image, size)
+        if kind == "area":
+            return lambda: tf.image.resize(image, size, method="area")
+        return lambda: tf.image.resize(image, size, antialias=True)
+
+    th, tw = size
     h, w = image.shape[0], image.shape[1]
     if h is not None and w is not None:
-        if h >= size[0] and w >= size[1]:
-            return tf.image.resize(image, size, method="area")
-        return tf.image.resize(image, size, antialias=True)
+        if not (h >= th and w >= tw):
+            return resize("antialiased")()
+        return resize("bilinear" if h < 2 * th and w < 2 * tw else "area")()
     shape = tf.shape(image)
-    shrinks = tf.logical_and(shape[0] >= size[0], shape[1] >= size[1])
-    return tf.cond(shrinks, lambda: tf.image.resize(image, size, method="area"),
-                   lambda: tf.image.resize(image, size, antialias=True))
+    shrinks = tf.logical_and(shape[0] >= th, shape[1] >= tw)
+    slightly = tf.logical_and(shape[0] < 2 * th, shape[1] < 2 * tw)
+    return tf.cond(
+        shrinks,
+        lambda: tf.cond(slightly, resize("bilinear"), resize("area")),
+        resize("antialiased"),
+    )
