@@ -133,7 +133,7 @@ def decode_image_bytes(contents: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Te
 
 
 def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -> tf.Tensor:
-    """Resizes an (H, W, C) image to `size` with antialiasing, returning uint8.
+    """Resizes an (H, W, C) image to `size` without aliasing, returning uint8.
 
     Where both sides shrink by less than 2x, the filter is bilinear (Keras' own, which still
     weighs every source pixel there); where both shrink and one by 2x or more, pixels are
@@ -171,7 +171,7 @@ def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -
         top = (shape[0] - ch) // 2
         left = (shape[1] - cw) // 2
         image = image[top : top + ch, left : left + cw]
-        image = _antialiased(image, (th, tw))
+        image = _resize_by_shrink(image, (th, tw))
     elif mode == "pad":
         scale = tf.minimum(th / h, tw / w)
         nh = tf.clip_by_value(tf.cast(tf.round(h * scale), tf.int32), 1, th)
@@ -179,7 +179,7 @@ def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -
         image = tf.image.resize(image, tf.stack([nh, nw]), antialias=True)
         image = tf.image.pad_to_bounding_box(image, (th - nh) // 2, (tw - nw) // 2, th, tw)
     else:
-        image = _antialiased(image, (th, tw))
+        image = _resize_by_shrink(image, (th, tw))
     image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
     return tf.ensure_shape(image, [th, tw, None])
 
@@ -197,9 +197,10 @@ def _as_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _antialiased(image: tf.Tensor, size) -> tf.Tensor:
-    """uint8 or float32 `image` resized to the static `size`, as float32, chosen when the
-    graph is built if `image`'s size is known then, else per image:
+def _resize_by_shrink(image: tf.Tensor, size) -> tf.Tensor:
+    """uint8 or float32 `image` resized to the static `size`, as float32, with the filter
+    for its shrink, chosen when the graph is built if `image`'s size is known then, else per
+    image:
 
     - both sides shrink by less than 2x (the rest after a JPEG's DCT scaling, or a photo a
       little larger than asked): bilinear, Keras' filter. Its taps are under 2 pixels apart
