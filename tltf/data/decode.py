@@ -208,24 +208,21 @@ def _resize_by_shrink(image: tf.Tensor, size) -> tf.Tensor:
     - both sides shrink, one by 2x or more: area averaging (a box filter);
     - a side grows: antialiased bilinear.
     """
-    def resize(kind):
-        if kind == "bilinear":
-            return lambda: tf.image.resize(image, size)
-        if kind == "area":
-            return lambda: tf.image.resize(image, size, method="area")
-        return lambda: tf.image.resize(image, size, antialias=True)
+    def bilinear():
+        return tf.image.resize(image, size)
+
+    def area():
+        return tf.image.resize(image, size, method="area")
+
+    def antialiased():
+        return tf.image.resize(image, size, antialias=True)
 
     th, tw = size
     h, w = image.shape[0], image.shape[1]
-    if h is not None and w is not None:
-        if not (h >= th and w >= tw):
-            return resize("antialiased")()
-        return resize("bilinear" if h < 2 * th and w < 2 * tw else "area")()
-    shape = tf.shape(image)
-    shrinks = tf.logical_and(shape[0] >= th, shape[1] >= tw)
-    slightly = tf.logical_and(shape[0] < 2 * th, shape[1] < 2 * tw)
-    return tf.cond(
-        shrinks,
-        lambda: tf.cond(slightly, resize("bilinear"), resize("area")),
-        resize("antialiased"),
-    )
+    if h is None or w is None:  # known only per image
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+    shrinks = (h >= th) & (w >= tw)  # bools when the size is static, tensors otherwise
+    slightly = (h < 2 * th) & (w < 2 * tw)
+    if isinstance(shrinks, bool):
+        return (bilinear if slightly else area)() if shrinks else antialiased()
+    return tf.cond(shrinks, lambda: tf.cond(slightly, bilinear, area), antialiased)
