@@ -39,17 +39,18 @@ DECODES = ("fast", "full", "pillow")
 def _tltf_arrays(files_by_class: dict, size: int, work: Path, full: bool):
     """(images, labels, seconds) decoded by tltf's pipeline, with the DCT scale or without."""
     import numpy as np
+    import tensorflow as tf
 
     import tltf
     from tltf.data import _checked_files
 
     folder = sd._link_folder(files_by_class, Path(tempfile.mkdtemp(dir=work)) / "data")
-    original = _checked_files._decode_ratio  # read when the data set is made, once a file
+    original = _checked_files._decode_ratio  # read once when the data set is made
     calls = []
 
-    def full_scale(check, image_size, resize):
-        calls.append(check)
-        return 1 if check.is_jpeg else 0
+    def full_scale(heights, widths, jpeg, image_size, resize):
+        calls.append(len(heights))
+        return tf.where(tf.cast(jpeg, tf.bool), 1, 0)  # scale 1 for every JPEG
 
     if full:  # scale 1: libjpeg decodes every pixel, then the resize for that size
         _checked_files._decode_ratio = full_scale

@@ -160,13 +160,34 @@ def test_resize_bad_mode():
         resize_image(tf.zeros((4, 4, 3)), (2, 2), "squash")
 
 
+def _ratio(check, size, resize):
+    return int(decode._decode_ratio(check.height, check.width, check.is_jpeg, size, resize))
+
+
+def test_decode_ratio_one_rule_for_a_folder_and_a_record():
+    """The same ratios for arrays (every file of a folder) and per scalar tensor (a record)."""
+    heights, widths = [100, 100, 100, 100, 50, 100, 100], [100, 60, 100, 100, 50, 800, 100]
+    jpeg = [True, True, True, True, True, True, False]
+    sizes = (50, 25, 12, 11, 50, 50, 10)
+    for resize, want in (("stretch", [2, 2, 8, 8, 1, 2, 0]), ("pad", [2, 4, 8, 8, 1, 8, 0])):
+        for (h, w, j, s, expect) in zip(heights, widths, jpeg, sizes, want, strict=True):
+            got = decode._decode_ratio(tf.constant(h), tf.constant(w), tf.constant(j), (s, s),
+                                       resize)
+            assert int(got) == expect, (h, w, s, resize)
+        # one call over all the files (as for a folder): the same answers
+        for s in set(sizes):
+            row = decode._decode_ratio(heights, widths, jpeg, (s, s), resize).numpy().tolist()
+            assert row == [int(decode._decode_ratio(h, w, j, (s, s), resize))
+                           for h, w, j in zip(heights, widths, jpeg, strict=True)]
+
+
 def test_jpeg_decoded_at_reduced_scale(tmp_path):
     path = tmp_path / "big.jpg"
     Image.fromarray(np.full((256, 320, 3), 90, np.uint8)).save(path)
     (check,) = check_files([path], cache_dir=tmp_path / "c")
-    assert decode._decode_ratio(check, (64, 64), "stretch") == 4
-    assert decode._decode_ratio(check, (64, 64), "pad") == 4
-    assert decode._decode_ratio(check, (200, 200), "crop") == 1
+    assert _ratio(check, (64, 64), "stretch") == 4
+    assert _ratio(check, (64, 64), "pad") == 4
+    assert _ratio(check, (200, 200), "crop") == 1
     small = decode_image_file(tf.constant(str(path)), 4).numpy()
     assert small.shape == (64, 80, 3) and abs(int(small.mean()) - 90) <= 2
 
@@ -198,7 +219,7 @@ def test_same_size_jpegs_decode_as_each_file_alone(tmp_path, h, w):
     checks = check_files(data.files, cache_dir=tmp_path / "c")
     got = [x.numpy() for x, _ in data.dataset]
     for image, check in zip(got, checks, strict=True):
-        ratio = decode._decode_ratio(check, (h, w), "stretch")
+        ratio = _ratio(check, (h, w), "stretch")
         alone = resize_image(decode_image_file(tf.constant(check.path), tf.constant(ratio)),
                              (h, w)).numpy()
         np.testing.assert_array_equal(image, alone)

@@ -19,7 +19,8 @@ def _files_dataset(files, checks, labels, class_names, image_size, resize, skipp
     # Bytes, not str: a name that is not UTF-8 (b"caf\xe9.jpg", surrogate-escaped by
     # os.walk) reaches tf.io.read_file exactly as the file system spells it.
     decoded = [os.fsencode(c.decoded_path) for c in checks]
-    ratios = [_decode_ratio(c, image_size, resize) for c in checks]
+    ratios = _decode_ratio([c.height for c in checks], [c.width for c in checks],
+                           [c.is_jpeg for c in checks], image_size, resize).numpy().tolist()
     decode_one = _uniform_decoder(checks, ratios)
     records = tf.data.Dataset.from_tensor_slices(
         (

@@ -9,13 +9,9 @@ The checks of the two arguments every loader takes, `image_size` and `resize`, l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
-
-if TYPE_CHECKING:
-    from tltf.data.checks import FileCheck
 
 __all__ = ["RESIZE_MODES", "decode_image_bytes", "decode_image_file", "resize_image"]
 
@@ -52,18 +48,15 @@ def _check_resize(resize: str) -> None:
         )
 
 
-def _decode_ratio(check: FileCheck, image_size: Sequence[int], resize: str) -> int:
-    """Largest JPEG DCT scale (1, 2, 4, 8) that still leaves enough pixels for `resize`."""
-    if not check.is_jpeg:
-        return 0
-    h, w = check.height, check.width
+def _decode_ratio(height, width, jpeg, image_size: Sequence[int], resize: str) -> tf.Tensor:
+    """Largest JPEG DCT scale (1, 2, 4 or 8) that still leaves enough pixels for `resize`,
+    0 where the file is not a JPEG, elementwise: for every checked file of a folder at once
+    (ints or arrays) and for one record inside a `tf.data` graph (tensors) alike."""
     th, tw = image_size
-    spare = max(h / th, w / tw) if resize == "pad" else min(h / th, w / tw)
-    ratio = 1
-    for r in (2, 4, 8):
-        if r <= spare:
-            ratio = r
-    return ratio
+    h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    spare = (tf.maximum if resize == "pad" else tf.minimum)(h / th, w / tw)
+    ratio = tf.where(spare >= 8, 8, tf.where(spare >= 4, 4, tf.where(spare >= 2, 2, 1)))
+    return tf.where(tf.cast(jpeg, tf.bool), ratio, 0)
 
 
 def decode_image_file(path: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Tensor:

@@ -24,7 +24,13 @@ from tltf._io import atomic_path, atomic_write, load_arrays, save_arrays
 from tltf._progress import progress
 from tltf.data.checks import check_files
 from tltf.data.dataset import ImageDataset
-from tltf.data.decode import _check_resize, _image_size, decode_image_bytes, resize_image
+from tltf.data.decode import (
+    _check_resize,
+    _decode_ratio,
+    _image_size,
+    decode_image_bytes,
+    resize_image,
+)
 
 __all__ = ["load_records", "write_records"]
 
@@ -195,17 +201,13 @@ def load_records(
         )
     labels = _read_labels(f"{base}/{_LABELS}")
     files = [f"{base}/{name}" for name in manifest["shards"]]
-    th, tw = size
 
     def parse(serialized):
         e = tf.io.parse_single_example(serialized, _FEATURES)
         return e["image"], tf.cast(e["label"], tf.int32), e["height"], e["width"], e["jpeg"]
 
     def decode(image, label, height, width, jpeg):
-        h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-        spare = (tf.maximum if resize == "pad" else tf.minimum)(h / th, w / tw)
-        ratio = tf.where(spare >= 8, 8, tf.where(spare >= 4, 4, tf.where(spare >= 2, 2, 1)))
-        ratio = tf.where(jpeg > 0, ratio, 0)  # as `_decode_ratio` does for a checked file
+        ratio = _decode_ratio(height, width, jpeg > 0, size, resize)
         return resize_image(decode_image_bytes(image, ratio), size, resize), label
 
     def read(names):
