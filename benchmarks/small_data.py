@@ -132,6 +132,21 @@ def _find_dataset(shared: Path, name: str):
     return train, val
 
 
+def _found_datasets(shared: Path, names) -> dict:
+    """{name: (train files by class, validation files by class)} of the data sets found; a
+    line for each one skipped and why, and one on stderr when none is found."""
+    found = {}
+    for name in names:
+        data = _find_dataset(shared, name)
+        if isinstance(data, str):
+            print(f"skipping {name}: {data}")
+        else:
+            found[name] = data
+    if not found:
+        print(f"no data set found in {shared / 'datasets'}", file=sys.stderr)
+    return found
+
+
 def _decode(files, size: int):
     """Pillow: RGB, EXIF-transposed, antialiased bicubic resize to size x size; uint8."""
     import numpy as np
@@ -402,15 +417,8 @@ def main(argv=None) -> int:
     if not seed_list or min(args.sizes) < 1 or min(args.recipe_epochs) < 0:
         parser.error("needs at least one seed, sizes >= 1 and recipe epochs >= 0")
 
-    found = {}
-    for name in args.datasets:
-        data = _find_dataset(args.shared, name)
-        if isinstance(data, str):
-            print(f"skipping {name}: {data}")
-        else:
-            found[name] = data
+    found = _found_datasets(args.shared, args.datasets)
     if not found:
-        print(f"no data set found in {args.shared / 'datasets'}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _seed_keras_home(args.shared)

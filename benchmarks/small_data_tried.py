@@ -214,15 +214,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1 or min(args.sizes) < 1:
         parser.error("needs at least one seed and sizes >= 1")
-    found = {}
-    for name in args.datasets:
-        data = sd._find_dataset(args.shared, name)
-        if isinstance(data, str):
-            print(f"skipping {name}: {data}")
-        else:
-            found[name] = data
+    found = sd._found_datasets(args.shared, args.datasets)
     if not found:
-        print(f"no data set found in {args.shared / 'datasets'}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=UserWarning)
