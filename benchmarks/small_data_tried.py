@@ -1,4 +1,4 @@
-"""Small data: two candidates measured against tltf's defaults, each side by side in one run.
+"""Small data: candidates measured against tltf's defaults, each side by side in one run.
 
 The candidates below did not help. This script keeps the measurement that says so, so it can
 be run again on other data. It uses the same data sets, subsets, seeds, MobileNetV2 weights
@@ -30,14 +30,30 @@ and a callback keeps the weights phase 2 trains. Scored on the same run:
 - `swa`: the mean of the end-of-epoch weights over the last half of the epochs;
 - `wise`: the mean of `phase1` and `final` (weight-space ensembling, WiSE-FT at 0.5).
 
+`--part views`: augmented views of every training image in the convex fit (phase 1 fits
+on cached features, so augmentation there means more cached views). The cross-validated fit
+of the probe on the pooled features of these training views (the validation images are
+seen once, whole, at 160 px):
+
+- `one`: the image (the probe, and tltf's phase 1);
+- `flip`: the image and its mirror;
+- `crops`: the image, and five 160 px crops (centre and corners) of it decoded at 200 px
+  (a 1.25x zoom, the scale part of a random resized crop);
+- `flip_crops`: all of these and their mirrors (12 views).
+
+With more than one view, the views of one image share its fold in the cross-validation
+(`StratifiedGroupKFold` over images), so the L2 strength is chosen on images the fit has not
+seen in any view; `one` is the probe of small_data.py exactly.
+
 (The callback makes `fine_tune` train the full model instead of the cached trunk, which
 computes the same thing; see `tests/test_trunk_cache.py`.)
 
-Run (about 7 minutes for `pooling`, sizes 20 and 100 with 5 seeds; about 4 minutes a seed
-for `averaging` on both data sets at 100 a class, 2 idle cores):
+Run (on 2 idle cores, both data sets: about 8 minutes for `pooling` and 13 for `views`
+at sizes 20 and 100 with 5 seeds; about 5 minutes a seed for `averaging` at 100 a class):
 
     .venv/bin/python benchmarks/small_data_tried.py --part pooling --sizes 20 100 --seeds 5
     .venv/bin/python benchmarks/small_data_tried.py --part averaging --sizes 100 --seeds 3
+    .venv/bin/python benchmarks/small_data_tried.py --part views --sizes 20 100 --seeds 5
 """
 
 from __future__ import annotations
@@ -55,6 +71,8 @@ import small_data as sd  # noqa: E402  (the shared helpers of the small-data ben
 
 POOLINGS = ("avg", "sqrt", "sqrt_l2", "avg_max", "gem", "log")
 AVERAGES = ("phase1", "final", "ema", "swa", "wise")
+VIEWS = ("one", "flip", "crops", "flip_crops")
+ZOOM = 1.25  # the crops' images are decoded this much larger than the input size
 
 
 def _pool(maps, how: str):
@@ -117,6 +135,83 @@ def run_pooling(name, train, val, sizes, seeds, size):
                 out.setdefault((per_class, how), []).append(acc)
                 accs.append(f"{how} {100 * acc:.1f}")
             print(f"  {per_class} a class, seed {seed}: " + ", ".join(accs), flush=True)
+    return out
+
+
+def _view_features(files, size: int, views: bool = True):
+    """{view name: (N, 1280) pooled features}: the image, and with `views` its mirror, five
+    crops of it decoded ZOOM times larger (centre, then the corners) and their mirrors."""
+    import keras
+    import numpy as np
+
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                          weights="imagenet", pooling="avg")
+
+    def embed(images):
+        return sd._predict(lambda b: base.predict(b / 127.5 - 1.0, batch_size=32, verbose=0),
+                           images)
+
+    whole = sd._decode(files, size)
+    out = {"image": embed(whole)}
+    if not views:
+        keras.backend.clear_session()
+        return out
+    out["mirror"] = embed(whole[:, :, ::-1])
+    del whole
+    big = sd._decode(files, round(size * ZOOM))
+    edge = big.shape[1] - size
+    corners = [(edge // 2, edge // 2), (0, 0), (0, edge), (edge, 0), (edge, edge)]
+    for i, (top, left) in enumerate(corners):
+        crop = np.ascontiguousarray(big[:, top:top + size, left:left + size])
+        out[f"crop{i}"] = embed(crop)
+        out[f"crop{i}_mirror"] = embed(crop[:, :, ::-1])
+    keras.backend.clear_session()
+    return out
+
+
+def _grouped_probe(seed: int, x, y, groups):
+    """The probe's StandardScaler + LogisticRegressionCV, its folds keeping each image's
+    views together (stratified by class)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    probe = sd._logistic_regression_cv(seed)
+    cv = StratifiedGroupKFold(5, shuffle=True, random_state=seed)
+    probe.steps[-1][1].cv = list(cv.split(x, y, groups))
+    return probe.fit(x, y)
+
+
+def run_views(name, train, val, sizes, seeds, size):
+    """{(per_class, views): [accuracy per seed]} for one data set."""
+    import numpy as np
+
+    classes = list(train)
+    subsets = {(n, seed): sd._subset(train, n, seed) for n in sizes for seed in seeds}
+    used = sorted({f for sub in subsets.values() for c in classes for f in sub[c]})
+    index = {f: i for i, f in enumerate(used)}
+    t0 = time.perf_counter()
+    feats = _view_features(used, size)
+    x_val = _view_features([f for c in classes for f in val[c]], size, views=False)["image"]
+    y_val = np.asarray([i for i, c in enumerate(classes) for _ in val[c]])
+    print(f"{name}: 12 views of {len(used)} training images and {len(y_val)} validation "
+          f"images in {time.perf_counter() - t0:.0f}s", flush=True)
+    crops = [f"crop{i}" for i in range(5)]
+    kinds = {"one": ["image"], "flip": ["image", "mirror"], "crops": ["image", *crops],
+             "flip_crops": ["image", "mirror", *crops, *(f"{c}_mirror" for c in crops)]}
+    out = {}
+    for (per_class, seed), subset in subsets.items():
+        rows = np.asarray([index[f] for c in classes for f in subset[c]])
+        y = np.asarray([i for i, c in enumerate(classes) for _ in subset[c]])
+        accs = []
+        for kind in VIEWS:
+            views = kinds[kind]
+            x = np.concatenate([feats[v][rows] for v in views])
+            fit = (sd._logistic_regression_cv(seed).fit(x, y) if len(views) == 1
+                   else _grouped_probe(seed, x, np.tile(y, len(views)),
+                                       np.tile(np.arange(len(y)), len(views))))
+            acc = float((fit.predict(x_val) == y_val).mean())
+            out.setdefault((per_class, kind), []).append(acc)
+            accs.append(f"{kind} {100 * acc:.1f}")
+        print(f"  {per_class} a class, seed {seed}: " + ", ".join(accs), flush=True)
     return out
 
 
@@ -200,7 +295,7 @@ def run_averaging(name, train, val, sizes, seeds, size, epochs, momentum):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("pooling", "averaging"), required=True)
+    parser.add_argument("--part", choices=("pooling", "averaging", "views"), required=True)
     parser.add_argument("--datasets", nargs="+", default=list(sd.DATASETS),
                         choices=sd.DATASETS)
     parser.add_argument("--sizes", nargs="+", type=int, default=[20, 100], metavar="N",
@@ -224,15 +319,18 @@ def main(argv=None) -> int:
     import numpy as np
 
     seeds = list(range(args.seeds))
-    names = POOLINGS if args.part == "pooling" else AVERAGES
+    names = {"pooling": POOLINGS, "averaging": AVERAGES, "views": VIEWS}[args.part]
     table = {}
     for name, (train, val) in found.items():
         if args.part == "pooling":
             table[name] = run_pooling(name, train, val, args.sizes, seeds, args.image_size)
+        elif args.part == "views":
+            table[name] = run_views(name, train, val, args.sizes, seeds, args.image_size)
         else:
             table[name] = run_averaging(name, train, val, args.sizes, seeds, args.image_size,
                                         args.finetune_epochs, args.ema_momentum)
-    today = "avg" if args.part == "pooling" else "final (phase1 below 100 a class)"
+    today = {"pooling": "avg", "views": "one",
+             "averaging": "final (phase1 below 100 a class)"}[args.part]
     print(f"\nvalidation accuracy in %, mean +- std over seeds {seeds}; tltf today: {today}")
     print("| data set | a class | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
@@ -244,7 +342,7 @@ def main(argv=None) -> int:
                 std = v.std(ddof=1) if len(v) > 1 else 0.0
                 cells.append(f"{v.mean():.1f} +- {std:.1f}")
             print(f"| {name} | {per_class} | " + " | ".join(cells) + " |")
-    base = names[0] if args.part == "pooling" else "final"
+    base = "final" if args.part == "averaging" else names[0]
     print(f"\nthe same runs, paired: each column minus {base} on the same seed, in points, "
           "mean +- std (min to max)")
     print("| data set | a class | " + " | ".join(k for k in names if k != base) + " |")
