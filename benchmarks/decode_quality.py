@@ -2,7 +2,7 @@
 
 tltf decodes a JPEG that is at least twice the asked size with libjpeg's DCT scaling (by
 1/2, 1/4 or 1/8, as long as the scaled image still covers the target), then resizes it
-(bilinear where both sides shrink by under 2x, area averaging where one shrinks more).
+(bilinear where both sides shrink by 2x or less, area averaging where one shrinks more).
 The alternative is a full decode followed by the resize for that size.
 This script measures, side by side in one run on the shared data sets:
 

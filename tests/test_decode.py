@@ -140,7 +140,10 @@ def test_resize_is_antialiased():
     ("size", "expected"),
     [
         ((30, 40), lambda x, s: tf.image.resize(x, s)),  # under 2x both ways: Keras' bilinear
-        ((30, 20), lambda x, s: tf.image.resize(x, s, method="area")),  # 2x on one side
+        ((30, 20), lambda x, s: tf.image.resize(x, s, method="area")),  # over 2x on one side
+        ((24, 40), lambda x, s: tf.image.resize(x, s)),  # exactly 2x on one side: bilinear
+        # exactly 2x both ways: bilinear, whose taps are then the box filter's own means
+        ((24, 32), lambda x, s: tf.image.resize(x, s, method="area")),
         ((12, 16), lambda x, s: tf.image.resize(x, s, method="area")),
         ((60, 40), lambda x, s: tf.image.resize(x, s, antialias=True)),  # one side grows
         ((48, 64), lambda x, s: tf.cast(x, tf.float32)),  # the same size: untouched
@@ -205,7 +208,7 @@ def _same_size_jpegs(folder, n=4, size=(48, 64)):
     ("h", "w"),
     [  # 48x64 files, read at DCT ratio 2 (24x32) for the first three, 1 for the last two
         (14, 20),  # 24x32 -> 14x20: under 2x both ways, bilinear
-        (16, 16),  # 24x32 -> 16x16: 1.5x and 2x, area
+        (16, 16),  # 24x32 -> 16x16: 1.5x and exactly 2x, bilinear
         (16, 8),  # 24x32 -> 16x8: 1.5x and 4x, area
         (40, 40),  # 48x64 -> 40x40: bilinear
         (96, 96),  # enlarged: antialiased bilinear

@@ -128,8 +128,8 @@ def decode_image_bytes(contents: tf.Tensor, ratio: tf.Tensor | int = 0) -> tf.Te
 def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch") -> tf.Tensor:
     """Resizes an (H, W, C) image to `size` without aliasing, returning uint8.
 
-    Where both sides shrink by less than 2x, the filter is bilinear (Keras' own, which still
-    weighs every source pixel there); where both shrink and one by 2x or more, pixels are
+    Where both sides shrink by 2x or less, the filter is bilinear (Keras' own, which still
+    weighs every source pixel there); where both shrink and one by more than 2x, pixels are
     averaged over their areas (a box filter); where a side grows, antialiased bilinear.
 
     Args:
@@ -195,10 +195,11 @@ def _resize_by_shrink(image: tf.Tensor, size) -> tf.Tensor:
     for its shrink, chosen when the graph is built if `image`'s size is known then, else per
     image:
 
-    - both sides shrink by less than 2x (the rest after a JPEG's DCT scaling, or a photo a
-      little larger than asked): bilinear, Keras' filter. Its taps are under 2 pixels apart
-      there, so every source pixel is weighed; it is the cheapest filter;
-    - both sides shrink, one by 2x or more: area averaging (a box filter);
+    - both sides shrink by 2x or less (the rest after a JPEG's DCT scaling, or a photo a
+      little larger than asked): bilinear, Keras' filter. Its taps are at most 2 pixels
+      apart there, so every source pixel is weighed (at exactly 2x each tap is the mean of
+      two pixels: the box filter's own result); it is the cheapest filter;
+    - both sides shrink, one by more than 2x: area averaging (a box filter);
     - a side grows: antialiased bilinear.
     """
     def bilinear():
@@ -215,7 +216,7 @@ def _resize_by_shrink(image: tf.Tensor, size) -> tf.Tensor:
     if h is None or w is None:  # known only per image
         h, w = tf.shape(image)[0], tf.shape(image)[1]
     shrinks = (h >= th) & (w >= tw)  # bools when the size is static, tensors otherwise
-    slightly = (h < 2 * th) & (w < 2 * tw)
+    slightly = (h <= 2 * th) & (w <= 2 * tw)
     if isinstance(shrinks, bool):
         return (bilinear if slightly else area)() if shrinks else antialiased()
     return tf.cond(shrinks, lambda: tf.cond(slightly, bilinear, area), antialiased)
