@@ -122,6 +122,20 @@ def test_corrupt_cache_falls_back_with_one_warning(tmp_path, counted):
     assert len(counted) == 3
 
 
+def test_a_row_without_its_fields_is_checked_again(tmp_path, counted):
+    files = _jpegs(tmp_path / "a", 3)
+    first = check_files(files, cache_dir=tmp_path / "c")
+    with sqlite3.connect(tmp_path / "c" / "file-checks.sqlite") as db:
+        db.execute("UPDATE checks SET fields = '[true, \"\"]' WHERE path = ?",
+                   (os.fsencode(files[1]),))
+    counted.clear()
+    assert check_files(files, cache_dir=tmp_path / "c") == first
+    assert counted == [files[1]]
+    counted.clear()
+    check_files(files, cache_dir=tmp_path / "c")  # and stored whole again
+    assert counted == []
+
+
 def test_locked_cache_falls_back_with_one_warning(tmp_path, counted, monkeypatch):
     files = _jpegs(tmp_path / "a", 3)
     check_files(files[:1], cache_dir=tmp_path / "c")

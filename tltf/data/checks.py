@@ -152,7 +152,10 @@ def _collector_paused():
 
 def _cached_verdicts(paths, cache_dir, max_pixels):
     """The paths made absolute, the verdicts the store still holds for them (keyed by path),
-    the paths left to check, their stats, and the open store."""
+    the paths left to check, their stats, and the open store.
+
+    One loop over the files with the rows fetched first: a second call over 200k files is
+    a `stat` and a dict lookup a file, and little else (2.5 s, 0.8 s of it in `stat`)."""
     # An absolute path is kept as given (abspath's normalising was a sixth of a second call).
     paths = [p if isinstance(p, str) and p.startswith(os.sep)
              else os.fspath(p) if _fs.is_remote(p) else os.path.abspath(os.fspath(p))
@@ -162,34 +165,51 @@ def _cached_verdicts(paths, cache_dir, max_pixels):
     if remote:  # one request each on gs:// or s3://: many in flight, not one after another
         with ThreadPoolExecutor(_REMOTE_STATS) as pool:
             stats.update(zip(remote, pool.map(_remote_stat, remote), strict=True))
-    for p in paths:
-        if p in stats:
-            continue
-        try:
-            st = os.stat(p)
-            stats[p] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stats[p] = None
     store = CheckStore(cache_dir, _CACHE_VERSION)
     try:
-        rows = store.get([p for p in paths if stats[p] is not None]) if paths else {}
+        rows = store.get(paths)
         for p in paths:
+            if p in stats:  # remote
+                stat = stats[p]
+            else:
+                try:
+                    st = os.stat(p)
+                    stat = (st.st_size, st.st_mtime_ns)
+                except OSError:
+                    stat = None
             row = rows.get(p)
-            if row is not None and (row[0], row[1]) == stats[p]:
-                check = FileCheck(p, *row[2])
-                if check.ok and check.width * check.height > max_pixels:
+            if row is not None and stat is not None and (row[0], row[1]) == stat:
+                check = _stored_check(p, row[2])
+                if check is not None and check.ok and check.width * check.height > max_pixels:
                     results[p] = dataclasses.replace(
                         check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
                     )
                     continue
-                if not check.ok or check.decoded_path == p or os.path.exists(check.decoded_path):
+                if check is not None and (not check.ok or check.decoded_path == p
+                                          or os.path.exists(check.decoded_path)):
                     results[p] = check
                     continue
             todo.append(p)
+            stats[p] = stat
     except BaseException:
         store.close()
         raise
     return paths, results, todo, stats, store
+
+
+_CHECK_FIELDS = tuple(f.name for f in dataclasses.fields(FileCheck))
+
+
+def _stored_check(path: str, fields: list) -> FileCheck | None:
+    """The `FileCheck` of a stored row, or None if the row does not have its fields.
+
+    Filled in directly: the frozen dataclass's `__init__` sets its twelve fields one call
+    at a time, which was a sixth of a second call over 200k files."""
+    if len(fields) != len(_CHECK_FIELDS) - 1:
+        return None
+    check = object.__new__(FileCheck)
+    check.__dict__.update(zip(_CHECK_FIELDS, (path, *fields)))
+    return check
 
 
 def _remote_stat(path: str) -> tuple[int, int] | None:
