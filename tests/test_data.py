@@ -354,7 +354,7 @@ def test_file_broken_after_validation_does_not_kill_the_epoch(tmp_path):
 
 def test_cached_shuffle_mixes_classes_beyond_the_buffer(monkeypatch):
     from tltf.data import dataset
-    monkeypatch.setattr(dataset, "_SHUFFLE_BYTES", 4 * 4 * 3 * 8)  # a buffer of 8 images
+    monkeypatch.setattr(dataset, "_SHUFFLE_IMAGE_BYTES", 4 * 4 * 3 * 8)  # a buffer of 8 images
     x = np.zeros((64, 4, 4, 3), np.uint8)
     data = load_arrays(x, np.repeat([0, 1], 32))  # sorted by class, like a folder
     _, labels = next(iter(data.prepare(training=True, batch_size=16, cache="memory", seed=0)))
