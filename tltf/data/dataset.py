@@ -27,7 +27,6 @@ _SHUFFLE_BYTES = 512 * 2**20  # cap of the shuffle window of records that hold e
 # freed in random order, and at 512 MB that churn cost the allocator 30-50 page faults an
 # image: a first epoch at 200k images spent a fifth more CPU than with 128 MB.
 _SHUFFLE_IMAGE_BYTES = 128 * 2**20
-_CACHE_CHUNK = 32  # images a cache element
 
 
 class ImageDataset:
@@ -292,16 +291,11 @@ class ImageDataset:
         # which never drops and names the file.
         ds = ds.ignore_errors(log_warning=True)
         if cache is not None:
-            # Cached in chunks of images: `tf.data` writes a cache one element at a time, on
-            # one thread, so a cache of single images cost the first epoch a serial write per
-            # image (about 0.1-0.3 ms, a fifth of a decode). Same elements, same order.
-            ds = ds.batch(_CACHE_CHUNK)
             if cache == "memory":
                 ds = ds.cache()
             else:
                 Path(cache).parent.mkdir(parents=True, exist_ok=True)
                 ds = ds.cache(os.fspath(cache))
-            ds = ds.unbatch()
             if shuffle:
                 buffer = max(1, min(size, _SHUFFLE_IMAGE_BYTES // self._image_bytes))
                 ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
