@@ -169,7 +169,9 @@ class ImageDataset:
         Images are decoded and resized in parallel; with a cache they are decoded once, so
         later epochs only read memory or the cache file. By default the cache is in memory
         when it fits, on disk when it does not (see `cache`). Shuffling happens every epoch
-        (seeded when `seed` is given). Augmentation runs after the cache, on whole batches.
+        (seeded when `seed` is given; with a cache, the file order is shuffled once before it
+        and the decoded images every epoch within a buffer of 128 MB, about 1,700 images at
+        160 px). Augmentation runs after the cache, on whole batches.
 
         Args:
             training: bool. `True` shuffles (unless `shuffle` says otherwise) and allows
