@@ -27,6 +27,7 @@ from pathlib import Path
 from tltf._progress import progress, resolve_verbose
 from tltf._warn import warn
 from tltf.data import _fs
+from tltf.data._check_store import _FIELDS as _STORED_FIELDS
 from tltf.data._check_store import CheckStore
 from tltf.data._inspect import (
     MAX_PIXELS,
@@ -178,17 +179,16 @@ def _cached_verdicts(paths, cache_dir, max_pixels):
                 except OSError:
                     stat = None
             row = rows.get(p)
-            if row is not None and stat is not None and (row[0], row[1]) == stat:
-                check = _stored_check(p, row[2])
-                if check is not None and check.ok and check.width * check.height > max_pixels:
-                    results[p] = dataclasses.replace(
-                        check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
-                    )
-                    continue
-                if check is not None and (not check.ok or check.decoded_path == p
-                                          or os.path.exists(check.decoded_path)):
-                    results[p] = check
-                    continue
+            check = _stored_check(p, row[2]) if row and (row[0], row[1]) == stat else None
+            if check is not None and check.ok and check.width * check.height > max_pixels:
+                results[p] = dataclasses.replace(
+                    check, ok=False, reason=_too_large(check.width, check.height, max_pixels)
+                )
+                continue
+            if check is not None and (not check.ok or check.decoded_path == p
+                                      or os.path.exists(check.decoded_path)):
+                results[p] = check
+                continue
             todo.append(p)
             stats[p] = stat
     except BaseException:
@@ -197,18 +197,16 @@ def _cached_verdicts(paths, cache_dir, max_pixels):
     return paths, results, todo, stats, store
 
 
-_CHECK_FIELDS = tuple(f.name for f in dataclasses.fields(FileCheck))
-
-
 def _stored_check(path: str, fields: list) -> FileCheck | None:
     """The `FileCheck` of a stored row, or None if the row does not have its fields.
 
     Filled in directly: the frozen dataclass's `__init__` sets its twelve fields one call
     at a time, which was a sixth of a second call over 200k files."""
-    if len(fields) != len(_CHECK_FIELDS) - 1:
+    if len(fields) != len(_STORED_FIELDS):
         return None
     check = object.__new__(FileCheck)
-    check.__dict__.update(zip(_CHECK_FIELDS, (path, *fields)))
+    check.__dict__["path"] = path
+    check.__dict__.update(zip(_STORED_FIELDS, fields))
     return check
 
 
