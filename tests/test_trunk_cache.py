@@ -15,7 +15,7 @@ from _train_tiny import tiny_arrays, tiny_model
 from tltf.data import _cache_choice
 from tltf.models.classifier import build_classifier
 from tltf.models.parts import backbone_of
-from tltf.training import _phases, _trunk
+from tltf.training import _phases, _train_data, _trunk
 from tltf.training.recipe import fine_tune
 
 FAST = dict(head_epochs=0, batch_size=32, seed=0, early_stopping=False, verbose=0,
@@ -125,6 +125,48 @@ def test_mobilenet_v2_top_blocks_2_cuts_at_block_14_add_and_trains_the_same():
     # A cut inside a residual block is refused: its add also reads the block's input.
     with pytest.raises(ValueError, match="trunk_cache=True.*more than one tensor"):
         _trunk.plan(True, model, "from:block_15_project_BN", False, tf.distribute.get_strategy())
+
+
+@pytest.mark.parametrize("head_fit", ["adam", "convex"])
+def test_one_pass_through_the_frozen_trunk_serves_both_phases(monkeypatch, head_fit):
+    # With phase 1's features cached and phase 2 on the cached trunk, the images go through
+    # the frozen trunk once: phase 1's features are the layers above the cut run on the
+    # stored trunk outputs. The run trains as one that computes its features from the images
+    # (trunk_cache=False); BatchNorm statistics far from their defaults make a pass in
+    # training mode, or through the wrong layers, show. One batch an epoch, so that the two
+    # phase 2s (their images in different orders) take the same steps.
+    passes, real = [], _train_data.features
+
+    def counted(extract, ds, label="", *args, **kwargs):
+        passes.append(label)
+        return real(extract, ds, label, *args, **kwargs)
+
+    monkeypatch.setattr(_train_data, "features", counted)
+    data = tiny_arrays(32)
+    kwargs = dict(head_epochs=2, head_fit=head_fit, finetune_epochs=3, unfreeze="top_blocks:1",
+                  batch_size=32, seed=0, early_stopping=False, verbose=0)
+    runs = {}
+    for option in (True, False):
+        passes.clear()
+        model = _with_moving_stats(tiny_model())
+        runs[option] = (model, fine_tune(model, data, data, trunk_cache=option, **kwargs))
+        what = "trunk outputs" if option else "features"
+        assert passes == [f"phase 1: caching training {what}",
+                          f"phase 1: caching validation {what}"], option
+    (shared, result), (plain, expected) = runs[True], runs[False]
+    assert result.trunk_cache == "block2_relu" and result.cached_features
+    assert result.history["phase"] == expected.history["phase"]
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(result.history[key], expected.history[key], rtol=1e-5,
+                                   err_msg=key)
+    _assert_same_weights(shared, plain)
+
+    # A phase 2 that will not run (no validation data, a convex head, few images a class:
+    # finetune_epochs="auto" is 0 there) gets no trunk pass: phase 1 reads the images.
+    passes.clear()
+    skipped = fine_tune(tiny_model(), data, head_fit="convex", unfreeze="top_blocks:1",
+                        batch_size=16, seed=0, verbose=0)
+    assert skipped.history["phase"] == [1] and passes == ["phase 1: caching training features"]
 
 
 def test_auto_falls_back_with_augmentation_and_true_raises():

@@ -18,7 +18,7 @@ import keras
 from tltf._io import atomic_write, load_arrays, save_arrays
 from tltf._progress import keras_steps_without_retracing_warning
 from tltf.models.classifier import compile_classifier
-from tltf.training import _store, distribute
+from tltf.training import distribute
 from tltf.training._train_data import num_batches
 from tltf.training.checkpoint import (
     FINAL_WEIGHTS,
@@ -142,8 +142,8 @@ class PhaseRun:
                             initial_epoch=state.epochs_done[str(phase)],
                             class_weight=class_weight, callbacks=cbs, steps_per_epoch=steps_per_epoch,
                             verbose=1 if self.verbose == 1 else 0, shuffle=False)
-        if top is not None:
-            _store.remove(top.place)
+        if trunk is not None:
+            trunk.release()
         if self.nonfinite is not None:
             if self.best_weights is not None:
                 self.model.set_weights(self.best_weights)

@@ -66,8 +66,8 @@ def feature_place(model, train, train_ds, val_ds, batch_size, cache_dir, options
     then. A place on disk is said with `note`.
     """
     values = math.prod(int(d) for d in head_of(model).input.shape[1:])
-    images = _images(train, train_ds, batch_size) + (
-        0 if val_ds is None else _images(None, val_ds, batch_size))
+    images = images_at_most(train, train_ds, batch_size) + (
+        0 if val_ds is None else images_at_most(None, val_ds, batch_size))
     place = _store.choose(images * values * 4, cache_dir,
                           f"backbone features of up to {images} images ({values} values each)")
     if place.fits:
@@ -84,49 +84,95 @@ def feature_place(model, train, train_ds, val_ds, batch_size, cache_dir, options
     return None
 
 
-def _images(data, ds, batch_size: int) -> int:
-    """At most how many images `ds` (batches of `data`) holds, without reading it: a worker's
-    share of an ImageDataset has no known size (counting it would decode it), but the data
-    set's length bounds it."""
+def known_size(data) -> int | None:
+    """The number of images of an `ImageDataset` or of arrays (from their labels), else None."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return len(data[1])
+    if hasattr(data, "labels"):
+        return len(data.labels)
+    return None
+
+
+def images_at_most(data, ds, batch_size: int) -> int:
+    """At most how many images `ds` (batches of `data`) holds, without reading it: exactly
+    for an `ImageDataset` or arrays (their labels say), else its batches x `batch_size`. A
+    worker's share of an ImageDataset has no known size (counting it would decode it), but
+    the data set's length bounds it."""
+    known = known_size(data)
+    if known is not None:
+        return known
     steps = int(ds.cardinality())
-    if steps < 0 and hasattr(data, "__len__"):
-        return len(data)
     return (steps if steps >= 0 else num_batches(ds)) * batch_size
 
 
 def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
-                    place: _store.Place | None = None, shard=(1, 0)) -> Cached:
+                    place: _store.Place | None = None, shard=(1, 0), trunk=None) -> Cached:
     """Features of the frozen backbone, computed once; a head model sharing the head layer.
 
     `place` (from `feature_place`) keeps them on disk, memory-mapped; None: in memory.
     `shard` (`distribute.worker_shard`): a worker computes the features of its own share
-    of the training images only, and trains on them.
+    of the training images only, and trains on them. `trunk` (a
+    `tltf.training._trunk.TrunkOutputs`): the frozen trunk's outputs for the same images,
+    already computed for phase 2; the features are then the backbone's layers above the cut
+    run on them, and no image is read again.
     """
     t0 = time.perf_counter()
     head = head_of(model)
-    extract = _Extractor(keras.Model(model.inputs, head.input))
-    x, y, tr, va, _ = cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose,
-                                    "phase 1: caching", "features", rebatch=batch_size,
-                                    place=place, shard=shard)
+    if trunk is None:
+        extract = _Extractor(keras.Model(model.inputs, head.input))
+        out = cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose,
+                            "phase 1: caching", "features", rebatch=batch_size, place=place,
+                            shard=shard)
+        x, y, tr, va = out.x, out.y, out.train, out.val
+    else:
+        folder = None if place is None else place.folder
+        extract = _Extractor(trunk.top)
+        x, y = rows_through(extract, trunk.x, batch_size, _store.Rows(folder, "train")), trunk.y
+        tr = _store.dataset(x, y, batch_size, seed)
+        va = None if trunk.val_x is None else _store.dataset(
+            rows_through(extract, trunk.val_x, batch_size, _store.Rows(folder, "val")),
+            trunk.val_y, batch_size, shuffle=False)
+    # With a trunk, its pass over the images is part of what the features cost.
+    seconds = time.perf_counter() - t0 + (0.0 if trunk is None else trunk.seconds)
     if verbose:
         where = "" if place is None or place.folder is None else f" on disk in {place.folder}"
         print(f"Phase 1: cached backbone features of {len(y)} training images "
-              f"({x.shape[1]} values each){where} in {time.perf_counter() - t0:.1f}s")
+              f"({x.shape[1]} values each){where} in {seconds:.1f}s")
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
-    return Cached(head_model, x, y, tr, va, time.perf_counter() - t0)
+    return Cached(head_model, x, y, tr, va, seconds)
+
+
+def rows_through(extract, x: np.ndarray, batch_size: int, rows: _store.Rows) -> np.ndarray:
+    """`extract` run on the rows of `x` (outputs stored before, in memory or memory-mapped),
+    `batch_size` at a time, into `rows`; returns `rows.array()`."""
+    for start in range(0, len(x), batch_size):
+        rows.append(extract(tf.convert_to_tensor(x[start:start + batch_size])))
+    return rows.array()
+
+
+class Outputs(NamedTuple):
+    """What `cache_outputs` returns."""
+
+    x: np.ndarray  # training outputs, in the data's order (an np.memmap when on disk)
+    y: np.ndarray  # training labels
+    train: tf.data.Dataset  # (x, y) shuffled with the seed every epoch, batched by `batch`
+    val: tf.data.Dataset | None  # the validation outputs and labels, batched by `batch`
+    batch: int
+    val_x: np.ndarray | None  # the validation outputs and labels as arrays
+    val_y: np.ndarray | None
 
 
 def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, label, what, *,
-                  rebatch=None, place: _store.Place | None = None, shard=(1, 0)):
+                  rebatch=None, place: _store.Place | None = None, shard=(1, 0)) -> Outputs:
     """`extract`'s outputs for every training and validation image, computed once.
 
     The training images are read once, unshuffled and un-augmented (otherwise as `fit` reads
     them, `batch_size` at a time; a cache would only hold a second copy of the images the
-    training data caches). Returns `(x, y, train, val)`: the training outputs and labels as
-    arrays, the same as a dataset shuffled with `seed` every epoch and batched by `rebatch`
-    (None: as the data's own first batch), the validation outputs batched the same way (None
-    without `val_ds`), and that batch size. With a disk `place`, the outputs are written to its
+    training data caches). Returns an `Outputs`: the training outputs and labels as arrays,
+    the same as a dataset shuffled with `seed` every epoch and batched by `rebatch` (None: as
+    the data's own first batch), the validation outputs batched the same way and as arrays
+    (None without `val_ds`), and that batch size. With a disk `place`, the outputs are written to its
     folder and read memory-mapped. With a `shard` of several workers, the training outputs
     are this worker's share's, marked so that `tf.distribute` does not shard them again.
     """
@@ -151,13 +197,13 @@ def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, labe
         # `workers` times more steps than its own batches (each step takes 1/workers of a
         # global batch); a known size would stop every epoch after that many steps.
         tr = tr.filter(lambda *_: True).with_options(options)
-    va = None
+    va = vx = vy = None
     if val_ds is not None:
         vx, vy = features(extract, val_ds, f"{label} validation {what}", verbose,
                           rows=_store.Rows(folder, "val"))
         check_labels("val", vy, num_classes)
         va = _store.dataset(vx, vy, rebatch, shuffle=False)
-    return x, y, tr, va, rebatch
+    return Outputs(x, y, tr, va, rebatch, vx, vy)
 
 
 class _Extractor:

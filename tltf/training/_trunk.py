@@ -24,7 +24,13 @@ from tltf._warn import warn
 from tltf.data._cache_choice import _gb
 from tltf.models.parts import backbone_of, head_of
 from tltf.training import _store, distribute
-from tltf.training._train_data import _Extractor, cache_outputs, num_batches, num_examples
+from tltf.training._train_data import (
+    _Extractor,
+    cache_outputs,
+    images_at_most,
+    known_size,
+    num_batches,
+)
 from tltf.training.runtime import _walk_layers
 
 _RANDOM = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
@@ -46,8 +52,7 @@ class TopData(NamedTuple):
     train: object  # tf.data.Dataset of (trunk outputs, labels), shuffled every epoch, endless
     val: object  # the validation outputs, or None
     steps: int  # batches an epoch
-    seconds: float
-    place: _store.Place  # where the outputs live (remove it when the phase ends)
+    seconds: float  # spent in the call (computing the outputs, unless phase 1 did)
 
 
 def check_option(option) -> None:
@@ -132,11 +137,31 @@ def _cut_tensor(above: list):
     return cut if all(d is not None for d in cut.shape[1:]) else None
 
 
+class TrunkOutputs(NamedTuple):
+    """The frozen trunk's outputs for every training and validation image (`TrunkCache.outputs`)."""
+
+    top: keras.Model  # the backbone's layers above the cut: trunk output -> backbone output
+    x: object  # training outputs, in the data's order (an np.memmap when on disk)
+    y: object  # training labels
+    val_x: object  # validation outputs, or None
+    val_y: object
+    train: object  # tf.data.Dataset of (x, y), shuffled with the seed every epoch, batched
+    val: object  # the validation outputs batched, or None
+    batch: int
+    place: _store.Place
+    seconds: float  # spent computing them
+
+
 class TrunkCache:
-    """Called when phase 2 starts (after a resumed run's weights are back): computes the trunk's
-    outputs and returns a `TopData`, or None (with a warning) when they would fit neither
-    memory nor the disk of `cache_dir` (the run folder; the temp folder when None), where
-    they are kept memory-mapped when they do not fit memory.
+    """Phase 2's cached trunk. `outputs()` computes the trunk's outputs once (phase 1 may ask
+    first, and compute its features from them instead of from the images); calling it when
+    phase 2 starts (after a resumed run's weights are back) returns a `TopData`, or None
+    (with a warning) when the outputs would fit neither memory nor the disk of `cache_dir`
+    (the run folder; the temp folder when None), where they are kept memory-mapped when
+    they do not fit memory.
+
+    The outputs stay valid from phase 1 to phase 2 of one call: nothing below the cut trains
+    in either phase, and a checkpoint of the run holds the same values there.
 
     The training outputs are shuffled with the seed every epoch, endlessly (`fit` then needs
     `steps_per_epoch=TopData.steps`); a resumed run skips the `epochs_done` epochs' batches.
@@ -147,50 +172,80 @@ class TrunkCache:
         self.option, self.model, self.cut, self.cache_dir = option, model, cut, cache_dir
         self.train, self.train_ds, self.val, self.val_ds = train, train_ds, val, val_ds
         self.batch_size, self.seed, self.verbose, self.note = batch_size, seed, verbose, note
+        self._outputs: TrunkOutputs | None = None
+        self._failed: str | None = None
 
-    def __call__(self, epochs_done: int = 0) -> TopData | None:
+    def outputs(self, for_phase1: bool = False) -> TrunkOutputs | None:
+        """The trunk's outputs, computed on the first call; None (and the reason kept for
+        `__call__`) when they fit neither memory nor disk or Keras cannot split the backbone."""
+        if self._outputs is not None or self._failed is not None:
+            return self._outputs
         t0 = time.perf_counter()
         model, cut = self.model, self.cut
-        n = num_examples(self.train, self.train_ds)
-        n_val = 0 if self.val_ds is None else num_examples(self.val, self.val_ds)
-        nbytes = (n + n_val) * cut.values * 4
-        place = _store.choose(nbytes, self.cache_dir, f"trunk outputs of {n + n_val} images")
+        n = images_at_most(self.train, self.train_ds, self.batch_size)
+        if self.val_ds is not None:
+            n += images_at_most(self.val, self.val_ds, self.batch_size)
+        nbytes = n * cut.values * 4
+        exact = known_size(self.train) is not None and (
+            self.val_ds is None or known_size(self.val) is not None)
+        images = f"{n} images" if exact else f"up to {n} images"
+        place = _store.choose(nbytes, self.cache_dir, f"trunk outputs of {images}")
         if not place.fits:
-            return self._fall_back(place.reason)
+            self._failed = place.reason
+            return None
         backbone = backbone_of(model)
         try:  # the frozen part, and the part above the cut that trains
             bottom = keras.Model(backbone.inputs, cut.tensor)
             top = keras.Model(cut.tensor, backbone.output, name=f"{backbone.name}_top")
         except ValueError as e:  # e.g. a KerasHub graph whose op names Keras cannot reuse
             _store.remove(place)
-            return self._fall_back(f"Keras cannot split the backbone at {cut.layer} ({e})")
+            self._failed = f"Keras cannot split the backbone at {cut.layer} ({e})"
+            return None
         shape = "x".join(str(d) for d in cut.tensor.shape[1:])
         where = "" if place.folder is None else (
             f", on disk in {place.folder} and read memory-mapped: {place.reason}")
-        self.note(f"phase 2: caching the frozen trunk's output at {cut.layer} ({shape} values "
-                  f"an image, {_gb(nbytes)} for {n + n_val} images{where}); the layers above "
-                  "it and the head train on it")
+        uses = ("phase 1's features are computed from it, and in phase 2 the layers above it "
+                "and the head train on it" if for_phase1
+                else "the layers above it and the head train on it")
+        self.note(f"{'phase 1' if for_phase1 else 'phase 2'}: caching the frozen trunk's output "
+                  f"at {cut.layer} ({shape} values an image, {_gb(nbytes)} for {images}"
+                  f"{where}); {uses}")
         preprocessing = model.get_layer("preprocessing")
         extract = _Extractor(lambda x, training=False: bottom(preprocessing(x), training=training))
-        _, y, tr, va, batch = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size,
-                                     self.seed, self.verbose, "phase 2: caching", "trunk outputs",
-                                     place=place)
+        out = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size, self.seed,
+                            self.verbose, f"{'phase 1' if for_phase1 else 'phase 2'}: caching",
+                            "trunk outputs", place=place)
+        self._outputs = TrunkOutputs(top, out.x, out.y, out.val_x, out.val_y, out.train,
+                                     out.val, out.batch, place, time.perf_counter() - t0)
+        return self._outputs
+
+    def __call__(self, epochs_done: int = 0) -> TopData | None:
+        t0 = time.perf_counter()
+        out = self.outputs()
+        if out is None:
+            return self._fall_back(self._failed)
         steps = num_batches(self.train_ds)
-        if math.ceil(len(y) / batch) != steps:
-            _store.remove(place)
+        if math.ceil(len(out.y) / out.batch) != steps:
+            self.release()
             return self._fall_back(f"the {steps} training batches are not all of the first "
-                                   f"one's size ({batch})")
+                                   f"one's size ({out.batch})")
         # One order a epoch from one iterator (fit is given steps_per_epoch), so epoch k has
         # the same order in a resumed run as in an unbroken one.
-        tr = tr.repeat().skip(epochs_done * steps)
-        inputs = keras.Input(tuple(cut.tensor.shape[1:]), name="trunk")
-        outputs = head_of(model)(top(inputs))
-        top_model = keras.Model(inputs, outputs, name=f"{model.name}_top")
-        return TopData(top_model, tr, va, steps, time.perf_counter() - t0, place)
+        tr = out.train.repeat().skip(epochs_done * steps)
+        inputs = keras.Input(tuple(self.cut.tensor.shape[1:]), name="trunk")
+        outputs = head_of(self.model)(out.top(inputs))
+        top_model = keras.Model(inputs, outputs, name=f"{self.model.name}_top")
+        # The first phase-2 epoch is charged with the trunk pass unless phase 1 was.
+        return TopData(top_model, tr, out.val, steps, time.perf_counter() - t0)
+
+    def release(self) -> None:
+        """Frees the outputs (their folder, when on disk); a later call computes them again."""
+        if self._outputs is not None:
+            _store.remove(self._outputs.place)
+        self._outputs = self._failed = None
 
     def _fall_back(self, reason: str) -> None:
         if self.option is True:
             raise ValueError(f"`trunk_cache=True` cannot cache phase 2's trunk: {reason}. "
                              "Use trunk_cache='auto' or False. Received: trunk_cache=True")
         warn(f"trunk_cache='auto' trains phase 2 on the full model: {reason}.")
-

@@ -34,6 +34,7 @@ from tltf.training._train_data import (
     check_tensorboard,
     class_weight_of,
     feature_place,
+    images_at_most,
     num_examples,
     with_cardinality,
 )
@@ -318,6 +319,9 @@ def fine_tune(
             compile_classifier(model, label_smoothing=label_smoothing)
         return _result(run, model, cached)
     fit_kwargs = dict(class_weight=class_weight, jit=jit, label_smoothing=label_smoothing)
+    trunk = None if cut is None else _trunk.TrunkCache(
+        trunk_cache, work, cut, train, train_ds, val, val_ds, global_batch, seed, verbose,
+        run.note, directory)
 
     if run.remaining(1, head_epochs):
         freeze_backbone(work)
@@ -327,8 +331,14 @@ def fine_tune(
         cached = place is not None
         if cached:
             with strategy.scope():  # the head-only model must live where its optimizer will
+                # One pass of the images through the frozen trunk serves both phases: phase
+                # 1's features are the layers above the cut run on its stored outputs.
+                shared = (trunk.outputs(for_phase1=True)
+                          if trunk is not None and _phase2_will_run(
+                              finetune_epochs, val, fit_plan, train, train_ds, global_batch,
+                              num_classes) else None)
                 c = cached_features(work, train, train_ds, val_ds, global_batch, seed, verbose,
-                                    place, shard)
+                                    place, shard, trunk=shared)
             # A resumed phase 1 that began with Adam epochs goes on with them.
             if (fit_plan == "convex" and not run.state.epochs_done["1"]
                     and _head_fit.data_allows(head_fit, c.y, num_classes, c.x)):
@@ -353,11 +363,10 @@ def fine_tune(
         multipliers = _block_lr_multipliers(work, discriminative_lr)
         if cut is None and trunk_cache == "auto":
             run.note(f"phase 2: training the full model (trunk_cache='auto': {no_cut})")
-        trunk = None if cut is None else _trunk.TrunkCache(
-            trunk_cache, work, cut, train, train_ds, val, val_ds, global_batch, seed, verbose,
-            run.note, directory)
         run.fit_phase(2, work, train_ds, val_ds, phase2_epochs, lr, multipliers, trunk=trunk,
                       **fit_kwargs)
+    if trunk is not None:  # computed for a phase 2 that did not run (or ran and freed it)
+        trunk.release()
     run.end_phase(2)
     run.finish()
     if work is not model:
@@ -386,6 +395,14 @@ def _phase2_epochs(option, run: PhaseRun, val, train, train_ds, num_classes: int
         return FINETUNE_EPOCHS
     small = num_examples(train, train_ds) < SMALL_DATA_PER_CLASS * num_classes
     return 0 if small else FINETUNE_EPOCHS
+
+
+def _phase2_will_run(option, val, fit_plan, train, train_ds, batch_size, num_classes) -> bool:
+    """Whether phase 2 will run, as far as is known before phase 1: not when `_phase2_epochs`
+    will make `"auto"` 0 (a convex head fit, no validation data, few images a class)."""
+    if option != "auto" or val is not None or fit_plan != "convex":
+        return True
+    return images_at_most(train, train_ds, batch_size) >= SMALL_DATA_PER_CLASS * num_classes
 
 
 # ----------------------------------------------------------------------------------------------
