@@ -104,7 +104,7 @@ def test_fit_linear_head_folds_the_standardisation_into_the_dense_layer():
 @pytest.mark.parametrize("build, kwargs, reason", [
     (dict(hidden_units=4), {}, "hidden layer"),
     (dict(multi_label=True), {}, "multi-label"),
-    (dict(augment=["flip"]), {}, "augmentation layer"),
+    (dict(augment=["flip", "rotation"]), {}, "augmentation layer"),
     ({}, dict(cache_features=False), "cache_features=False"),
     ({}, dict(head_fit="adam"), None),
 ])

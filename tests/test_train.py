@@ -110,7 +110,8 @@ def test_cached_head_training_matches_training_the_full_model():
 
 
 def test_augmentation_in_the_model_uses_the_plain_path():
-    model = tiny_model(augment=["flip"], seed=0)
+    # (A horizontal flip alone is cached exactly: tests/test_trunk_cache.py.)
+    model = tiny_model(augment=["flip", "rotation"], seed=0)
     result = fine_tune(model, tiny_data(), head_epochs=1, finetune_epochs=0, verbose=0)
     assert not result.cached_features
     with pytest.raises(ValueError, match="has an augmentation layer"):

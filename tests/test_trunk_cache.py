@@ -169,6 +169,60 @@ def test_one_pass_through_the_frozen_trunk_serves_both_phases(monkeypatch, head_
     assert skipped.history["phase"] == [1] and passes == ["phase 1: caching training features"]
 
 
+def test_a_flip_alone_is_cached_as_both_views_and_every_epoch_draws_one():
+    assert _train_data.mirrored(tiny_model(augment="flip"))
+    assert _train_data.mirrored(tiny_model(augment=[("flip", {"mode": "horizontal"})]))
+    for other in (None, "light", "vertical_flip", [("flip", {"mode": "horizontal_and_vertical"})]):
+        assert not _train_data.mirrored(tiny_model(augment=other)), other
+    x, y = tiny_arrays(64)
+
+    def first_rows(images):  # the first row of the first channel: a mirror reverses it
+        return images[:, 0, :, 0]
+
+    out = _train_data.cache_outputs(first_rows, tiny_model(), (x, y), None, 16, 0, 0, "t",
+                                    "rows", mirror=True)
+    np.testing.assert_array_equal(out.x, x[:, 0, :, 0])
+    np.testing.assert_array_equal(out.x_mirror, x[:, 0, ::-1, 0])
+    views = {r.tobytes(): (i, 0) for i, r in enumerate(out.x)}
+    views.update({r.tobytes(): (i, 1) for i, r in enumerate(out.x_mirror)})
+    epochs = []
+    for _ in range(3):
+        drawn = [(views[r.tobytes()], int(label)) for rows, labels in out.train
+                 for r, label in zip(rows.numpy(), labels.numpy(), strict=True)]
+        assert sorted(i for (i, _), _ in drawn) == list(range(64))  # every image, once
+        assert all(label == y[i] for (i, _), label in drawn)
+        mirrored = {i for (i, view), _ in drawn if view}
+        assert 16 <= len(mirrored) <= 48  # about half: a fair coin, 64 times
+        epochs.append(mirrored)
+    assert epochs[0] != epochs[1] != epochs[2]  # a new draw every epoch
+
+
+@pytest.mark.parametrize("head_fit", ["adam", "convex"])
+def test_a_flip_model_trains_on_cached_features_and_trunk(monkeypatch, head_fit):
+    # Before, any augmentation layer meant full-model epochs in both phases. A lone flip now
+    # keeps both caches; with every draw forced to the image as it is, the run is the one of
+    # the same model without augmentation (the layer has no weights). One batch an epoch.
+    data = tiny_arrays(32)
+    kwargs = dict(head_epochs=2, head_fit=head_fit, finetune_epochs=2, unfreeze="top_blocks:1",
+                  batch_size=32, seed=0, early_stopping=False, verbose=0)
+    flip = fine_tune(_with_moving_stats(tiny_model(augment="flip")), data, data, **kwargs)
+    assert flip.cached_features and flip.trunk_cache == "block2_relu"
+    assert flip.head_fit == head_fit and flip.history["phase"][-2:] == [2, 2]
+    if head_fit == "convex":
+        return  # the fit is on both views: no draw to force
+    monkeypatch.setattr(tf.data.Dataset, "random", staticmethod(
+        lambda seed=None, rerandomize_each_iteration=None:
+            tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()))
+    forced = _with_moving_stats(tiny_model(augment="flip"))
+    plain = _with_moving_stats(tiny_model())
+    a = fine_tune(forced, data, data, **kwargs)
+    b = fine_tune(plain, data, data, **kwargs)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
+    _assert_same_weights(forced, plain)
+    with pytest.raises(AssertionError):  # and the real draws train otherwise
+        np.testing.assert_allclose(flip.history["loss"], b.history["loss"], rtol=1e-5)
+
+
 def test_auto_falls_back_with_augmentation_and_true_raises():
     x, y = tiny_arrays(32)
     model = tiny_model(augment="light")

@@ -59,7 +59,7 @@ def plan(head_fit: str, model, cached: bool, strategy) -> str:
 def _obstacle(model, cached, strategy) -> str | None:
     if not cached:
         return ("phase 1 does not run on cached features (the model has an augmentation "
-                "layer, or cache_features=False)")
+                "layer other than a horizontal flip alone, or cache_features=False)")
     head = head_of(model)
     if head.hidden_units:
         return f"the head has a hidden layer (hidden_units={head.hidden_units})"
@@ -92,7 +92,7 @@ def data_allows(head_fit: str, y: np.ndarray, num_classes: int, x=None) -> bool:
     return False
 
 
-def fit_linear_head(head, x, y, *, class_weight=None, seed=None) -> float:
+def fit_linear_head(head, x, y, *, class_weight=None, seed=None, mirror=None) -> float:
     """Writes the cross-validated L2 logistic regression of `y` on `x` into `head`.
 
     The features are standardised for the fit (as scikit-learn's `StandardScaler` does) and
@@ -100,6 +100,10 @@ def fit_linear_head(head, x, y, *, class_weight=None, seed=None) -> float:
     A binary fit (one logit for class 1) becomes the 2-class softmax `[-z/2, z/2]`, which
     gives the same probabilities. Folds are stratified, `min(5, smallest class count)` of
     them, shuffled with `seed` (0 when None) so that the fit is deterministic.
+
+    `mirror` (the features of the same images flipped left to right, when the model's
+    augmentation is that flip): the fit is on both, each image's two rows in the same fold,
+    which minimises the loss a random flip of every image would have on average.
 
     Returns:
         float. The chosen C (inverse L2 strength on the standardised features).
@@ -110,10 +114,15 @@ def fit_linear_head(head, x, y, *, class_weight=None, seed=None) -> float:
 
     x = np.asarray(x, dtype="float64")
     y = np.asarray(y).astype(int)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 10 * np.finfo("float64").eps] = 1.0  # constant features, as StandardScaler
     folds = min(_MAX_FOLDS, int(np.bincount(y).min()))
     cv = StratifiedKFold(folds, shuffle=True, random_state=0 if seed is None else int(seed))
+    if mirror is not None:  # an image and its mirror image are never on both sides of a fold
+        n = len(y)
+        cv = [(np.concatenate([a, a + n]), np.concatenate([b, b + n]))
+              for a, b in cv.split(np.zeros(n), y)]
+        x, y = np.concatenate([x, np.asarray(mirror, dtype="float64")]), np.concatenate([y, y])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 10 * np.finfo("float64").eps] = 1.0  # constant features, as StandardScaler
     fit = LogisticRegressionCV(Cs=_CS, cv=cv, solver="lbfgs", scoring="neg_log_loss",
                                max_iter=5000, class_weight=class_weight, **_l2_only())
     # One BLAS thread: the matrices are small and TensorFlow's threads share the cores; with

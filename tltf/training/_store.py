@@ -78,13 +78,16 @@ class Rows:
 
 
 def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed=None,
-            shuffle: bool = True) -> tf.data.Dataset:
+            shuffle: bool = True, mirror: np.ndarray | None = None) -> tf.data.Dataset:
     """`(x, y)` batches, shuffled every epoch with `seed` when `shuffle`.
 
     Arrays in memory become tensors; a memory-mapped `x` is read by row indices, shuffled
-    the same way, so both give the same batches.
+    the same way, so both give the same batches. `mirror` (rows of the same images flipped
+    left to right, where the model's augmentation is that flip): every epoch each image's
+    row is drawn from `x` or `mirror` with even odds, as a random flip of the image would
+    choose, from a stream seeded with `seed`.
     """
-    if not isinstance(x, np.memmap):
+    if mirror is None and not isinstance(x, np.memmap):
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
@@ -93,11 +96,28 @@ def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed=None,
     rows = tf.data.Dataset.range(len(y))
     if shuffle:
         rows = rows.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    if mirror is None:
+        views = rows.map(lambda index: (index, tf.zeros((), tf.int64)))
+    else:
+        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        views = tf.data.Dataset.zip(rows, coins.map(lambda r: r % 2))
+    sources = (x,) if mirror is None else (x, mirror)
+    if any(isinstance(a, np.memmap) for a in sources):
+        def pick(index, view):  # each row read once, from the file its view is in
+            out = np.empty((len(index), *x.shape[1:]), np.float32)
+            for v, source in enumerate(sources):
+                chosen = view == v
+                out[chosen] = source[index[chosen]]
+            return out
 
-    def read(index):
-        values = tf.numpy_function(lambda i: x[i], [index], tf.float32, stateful=False)
-        values = tf.ensure_shape(values, (None, *x.shape[1:]))
-        return values, tf.gather(labels, index)
+        def read(index, view):
+            values = tf.numpy_function(pick, [index, view], tf.float32, stateful=False)
+            return tf.ensure_shape(values, (None, *x.shape[1:])), tf.gather(labels, index)
+    else:
+        table = tf.constant(np.stack(sources))  # (views, rows, ...)
 
-    return rows.batch(batch_size).map(read, num_parallel_calls=tf.data.AUTOTUNE,
-                                      deterministic=True)
+        def read(index, view):
+            return tf.gather_nd(table, tf.stack([view, index], -1)), tf.gather(labels, index)
+
+    return views.batch(batch_size).map(read, num_parallel_calls=tf.data.AUTOTUNE,
+                                       deterministic=True)

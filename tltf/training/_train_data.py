@@ -55,18 +55,20 @@ class Cached(NamedTuple):
     train: tf.data.Dataset  # (x, y) shuffled with the seed, batched
     val: tf.data.Dataset | None  # validation features and labels, batched
     seconds: float  # time spent computing all this
+    x_mirror: np.ndarray | None = None  # the training images' mirror images' features
 
 
 def feature_place(model, train, train_ds, val_ds, batch_size, cache_dir, options: dict,
-                  note) -> _store.Place | None:
+                  note, mirror: bool = False) -> _store.Place | None:
     """Where phase 1's features will live (`_store.choose`, from the batch counts), or None
     when they fit neither memory nor disk and the head trains on the full model instead.
 
     `options` holds `cache_features` and `head_fit`; either set to force a cached fit raises
-    then. A place on disk is said with `note`.
+    then. A place on disk is said with `note`. `mirror`: the training images' mirror images
+    are counted too.
     """
     values = math.prod(int(d) for d in head_of(model).input.shape[1:])
-    images = images_at_most(train, train_ds, batch_size) + (
+    images = images_at_most(train, train_ds, batch_size) * (2 if mirror else 1) + (
         0 if val_ds is None else images_at_most(None, val_ds, batch_size))
     place = _store.choose(images * values * 4, cache_dir,
                           f"backbone features of up to {images} images ({values} values each)")
@@ -82,6 +84,22 @@ def feature_place(model, train, train_ds, val_ds, batch_size, cache_dir, options
                          f"trains the head on the full model). Received: {', '.join(forced)}")
     note(f"phase 1: training the head on the full model (cache_features='auto': {place.reason})")
     return None
+
+
+def mirrored(model) -> bool:
+    """Whether the model's augmentation is a horizontal flip and nothing else.
+
+    Such a flip has two outcomes an image, so everything the frozen layers compute under it
+    takes two values an image: the image's and its mirror image's. Both can be cached, and
+    drawing one of the two at random every epoch is what the flip does (`_store.dataset`).
+    """
+    if "augmentation" not in [layer.name for layer in model.layers]:
+        return False
+    augmentation = model.get_layer("augmentation")
+    inner = augmentation.layers if isinstance(augmentation, keras.Model) else [augmentation]
+    return (len(inner) == 1 and isinstance(inner[0], keras.layers.RandomFlip)
+            and inner[0].mode == "horizontal"
+            and getattr(inner[0], "data_format", "channels_last") == "channels_last")
 
 
 def known_size(data) -> int | None:
@@ -106,7 +124,8 @@ def images_at_most(data, ds, batch_size: int) -> int:
 
 
 def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
-                    place: _store.Place | None = None, shard=(1, 0), trunk=None) -> Cached:
+                    place: _store.Place | None = None, shard=(1, 0), trunk=None,
+                    mirror: bool = False) -> Cached:
     """Features of the frozen backbone, computed once; a head model sharing the head layer.
 
     `place` (from `feature_place`) keeps them on disk, memory-mapped; None: in memory.
@@ -114,7 +133,9 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
     of the training images only, and trains on them. `trunk` (a
     `tltf.training._trunk.TrunkOutputs`): the frozen trunk's outputs for the same images,
     already computed for phase 2; the features are then the backbone's layers above the cut
-    run on them, and no image is read again.
+    run on them, and no image is read again. `mirror` (the model's augmentation is a
+    horizontal flip, `mirrored`): the training images' mirror images get features too, and
+    every epoch draws one of the two for each image.
     """
     t0 = time.perf_counter()
     head = head_of(model)
@@ -122,13 +143,15 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
         extract = _Extractor(keras.Model(model.inputs, head.input))
         out = cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose,
                             "phase 1: caching", "features", rebatch=batch_size, place=place,
-                            shard=shard)
-        x, y, tr, va = out.x, out.y, out.train, out.val
+                            shard=shard, mirror=mirror)
+        x, y, tr, va, xm = out.x, out.y, out.train, out.val, out.x_mirror
     else:
         folder = None if place is None else place.folder
         extract = _Extractor(trunk.top)
         x, y = rows_through(extract, trunk.x, batch_size, _store.Rows(folder, "train")), trunk.y
-        tr = _store.dataset(x, y, batch_size, seed)
+        xm = None if trunk.x_mirror is None else rows_through(
+            extract, trunk.x_mirror, batch_size, _store.Rows(folder, "train_mirror"))
+        tr = _store.dataset(x, y, batch_size, seed, mirror=xm)
         va = None if trunk.val_x is None else _store.dataset(
             rows_through(extract, trunk.val_x, batch_size, _store.Rows(folder, "val")),
             trunk.val_y, batch_size, shuffle=False)
@@ -140,7 +163,7 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
               f"({x.shape[1]} values each){where} in {seconds:.1f}s")
     head_model = keras.Sequential([keras.Input((x.shape[1],)), head],
                                   name=f"{model.name}_head")
-    return Cached(head_model, x, y, tr, va, seconds)
+    return Cached(head_model, x, y, tr, va, seconds, xm)
 
 
 def rows_through(extract, x: np.ndarray, batch_size: int, rows: _store.Rows) -> np.ndarray:
@@ -161,10 +184,12 @@ class Outputs(NamedTuple):
     batch: int
     val_x: np.ndarray | None  # the validation outputs and labels as arrays
     val_y: np.ndarray | None
+    x_mirror: np.ndarray | None  # the outputs of the training images' mirror images, or None
 
 
 def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, label, what, *,
-                  rebatch=None, place: _store.Place | None = None, shard=(1, 0)) -> Outputs:
+                  rebatch=None, place: _store.Place | None = None, shard=(1, 0),
+                  mirror: bool = False) -> Outputs:
     """`extract`'s outputs for every training and validation image, computed once.
 
     The training images are read once, unshuffled and un-augmented (otherwise as `fit` reads
@@ -175,17 +200,22 @@ def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, labe
     (None without `val_ds`), and that batch size. With a disk `place`, the outputs are written to its
     folder and read memory-mapped. With a `shard` of several workers, the training outputs
     are this worker's share's, marked so that `tf.distribute` does not shard them again.
+    With `mirror`, the training images flipped left to right are run through `extract` too
+    (`Outputs.x_mirror`), and the training dataset draws one of the two every epoch.
     """
     folder = None if place is None else place.folder
     source = batches(train, "train", training=False, batch_size=batch_size, seed=seed, fit=True,
                      cache=None, shard=shard)
     sizes = []
+    mirrors = _store.Rows(folder, "train_mirror") if mirror else None
     x, y = features(extract, source.data, f"{label} training {what}", verbose,
-                    source.num_batches, sizes=sizes, rows=_store.Rows(folder, "train"))
+                    source.num_batches, sizes=sizes, rows=_store.Rows(folder, "train"),
+                    mirror_rows=mirrors)
+    xm = None if mirrors is None else mirrors.array()
     num_classes = int(model.outputs[0].shape[-1])
     check_labels("train", y, num_classes)
     rebatch = rebatch or sizes[0]
-    tr = _store.dataset(x, y, rebatch, seed)
+    tr = _store.dataset(x, y, rebatch, seed, mirror=xm)
     off = tf.data.experimental.AutoShardPolicy.OFF
     if shard[0] > 1 and source.data.options().experimental_distribute.auto_shard_policy == off:
         # The images were this worker's share (an ImageDataset's files, cut before
@@ -203,7 +233,7 @@ def cache_outputs(extract, model, train, val_ds, batch_size, seed, verbose, labe
                           rows=_store.Rows(folder, "val"))
         check_labels("val", vy, num_classes)
         va = _store.dataset(vx, vy, rebatch, shuffle=False)
-    return Outputs(x, y, tr, va, rebatch, vx, vy)
+    return Outputs(x, y, tr, va, rebatch, vx, vy, xm)
 
 
 class _Extractor:
@@ -230,10 +260,11 @@ class _Extractor:
 
 
 def features(extract, ds, label="extracting features", verbose=0, total=None, sizes=None,
-             rows=None):
+             rows=None, mirror_rows=None):
     """(features, labels) as NumPy arrays of every batch of `ds`, through `extract`; the size
     of every batch is appended to the list `sizes` when given. `rows` (a `_store.Rows`)
-    says where the features go: in memory by default."""
+    says where the features go: in memory by default. `mirror_rows` (a `_store.Rows`),
+    when given, receives the features of the images flipped left to right."""
     from tltf._progress import progress
 
     if total is None and int(ds.cardinality()) >= 0:
@@ -242,6 +273,8 @@ def features(extract, ds, label="extracting features", verbose=0, total=None, si
     ys = []
     for images, labels in progress(ds, label, verbose, total=total, unit="batches"):
         rows.append(extract(images))
+        if mirror_rows is not None:
+            mirror_rows.append(extract(tf.reverse(images, [2])))  # (batch, H, W, C)
         ys.append(np.asarray(labels))
         if sizes is not None:
             sizes.append(len(ys[-1]))

@@ -29,6 +29,7 @@ from tltf.training._train_data import (
     cache_outputs,
     images_at_most,
     known_size,
+    mirrored,
     num_batches,
 )
 from tltf.training.runtime import _walk_layers
@@ -65,6 +66,9 @@ def plan(option, model, unfreeze: str, has_augmentation: bool, strategy,
          callbacks=None) -> tuple[Cut | None, str]:
     """The cut to cache at in phase 2, or None and the reason why not.
 
+    `has_augmentation`: the model has an augmentation layer other than a horizontal flip
+    alone (`_train_data.mirrored`), which the cache serves by storing both views.
+
     Raises:
         ValueError: `option` is True and the trunk cannot be cached.
     """
@@ -89,7 +93,8 @@ def _obstacle(model, unfreeze, has_augmentation, strategy) -> tuple[str | None, 
         return "the model has an augmentation layer, which runs before the unfrozen blocks", None
     if distribute.worker_shard(strategy)[0] > 1:
         return "training runs on several workers, each with its own share of the data", None
-    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+             and not (layer.name == "augmentation" and mirrored(model))]
     if names != ["preprocessing", "backbone", "head"]:
         return f"the model is not image -> preprocessing -> backbone -> head (layers {names})", None
     from tltf.training.freeze import _start_index
@@ -150,6 +155,7 @@ class TrunkOutputs(NamedTuple):
     batch: int
     place: _store.Place
     seconds: float  # spent computing them
+    x_mirror: object  # the training images' mirror images' outputs (a flip model), or None
 
 
 class TrunkCache:
@@ -170,6 +176,8 @@ class TrunkCache:
     def __init__(self, option, model, cut: Cut, train, train_ds, val, val_ds, batch_size, seed,
                  verbose, note, cache_dir=None):
         self.option, self.model, self.cut, self.cache_dir = option, model, cut, cache_dir
+        # A flip as the only augmentation: the mirror images' outputs are cached too.
+        self.mirror = mirrored(model)
         self.train, self.train_ds, self.val, self.val_ds = train, train_ds, val, val_ds
         self.batch_size, self.seed, self.verbose, self.note = batch_size, seed, verbose, note
         self._outputs: TrunkOutputs | None = None
@@ -182,13 +190,15 @@ class TrunkCache:
             return self._outputs
         t0 = time.perf_counter()
         model, cut = self.model, self.cut
-        n = images_at_most(self.train, self.train_ds, self.batch_size)
+        n = images_at_most(self.train, self.train_ds, self.batch_size) * (2 if self.mirror else 1)
         if self.val_ds is not None:
             n += images_at_most(self.val, self.val_ds, self.batch_size)
         nbytes = n * cut.values * 4
         exact = known_size(self.train) is not None and (
             self.val_ds is None or known_size(self.val) is not None)
         images = f"{n} images" if exact else f"up to {n} images"
+        if self.mirror:
+            images += " (each training image twice: as it is and mirrored)"
         place = _store.choose(nbytes, self.cache_dir, f"trunk outputs of {images}")
         if not place.fits:
             self._failed = place.reason
@@ -214,9 +224,10 @@ class TrunkCache:
         extract = _Extractor(lambda x, training=False: bottom(preprocessing(x), training=training))
         out = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size, self.seed,
                             self.verbose, f"{'phase 1' if for_phase1 else 'phase 2'}: caching",
-                            "trunk outputs", place=place)
+                            "trunk outputs", place=place, mirror=self.mirror)
         self._outputs = TrunkOutputs(top, out.x, out.y, out.val_x, out.val_y, out.train,
-                                     out.val, out.batch, place, time.perf_counter() - t0)
+                                     out.val, out.batch, place, time.perf_counter() - t0,
+                                     out.x_mirror)
         return self._outputs
 
     def __call__(self, epochs_done: int = 0) -> TopData | None:

@@ -35,6 +35,7 @@ from tltf.training._train_data import (
     class_weight_of,
     feature_place,
     images_at_most,
+    mirrored,
     num_examples,
     with_cardinality,
 )
@@ -280,11 +281,15 @@ def fine_tune(
         strategy=strategy)
     global_batch = distribute.global_batch_size(batch_size, strategy)
     jit = precision.resolve_jit_compile(jit_compile, strategy=strategy)
-    has_augmentation = "augmentation" in [layer.name for layer in work.layers]
+    # A horizontal flip alone is cached exactly (both views of every image); any other
+    # augmentation layer gives new features every epoch.
+    mirror = mirrored(work)
+    has_augmentation = "augmentation" in [layer.name for layer in work.layers] and not mirror
     if cache_features is True and has_augmentation:
         raise ValueError(
             "`cache_features=True` would train the head on un-augmented features, but the model "
-            "has an augmentation layer. Use cache_features='auto' or False. "
+            "has an augmentation layer (other than a horizontal flip alone, which is cached "
+            "exactly). Use cache_features='auto' or False. "
             f"Received: cache_features={cache_features!r}"
         )
     cached = bool(cache_features) and not has_augmentation and head_epochs > 0
@@ -327,7 +332,8 @@ def fine_tune(
         freeze_backbone(work)
         lr = _peak_lr(head_lr, HEAD_BASE_LR, global_batch)
         place = feature_place(work, train, train_ds, val_ds, global_batch, directory, dict(
-            cache_features=cache_features, head_fit=head_fit), run.note) if cached else None
+            cache_features=cache_features, head_fit=head_fit), run.note,
+            mirror=mirror) if cached else None
         cached = place is not None
         if cached:
             with strategy.scope():  # the head-only model must live where its optimizer will
@@ -338,12 +344,13 @@ def fine_tune(
                               finetune_epochs, val, fit_plan, train, train_ds, global_batch,
                               num_classes) else None)
                 c = cached_features(work, train, train_ds, val_ds, global_batch, seed, verbose,
-                                    place, shard, trunk=shared)
+                                    place, shard, trunk=shared, mirror=mirror)
             # A resumed phase 1 that began with Adam epochs goes on with them.
             if (fit_plan == "convex" and not run.state.epochs_done["1"]
                     and _head_fit.data_allows(head_fit, c.y, num_classes, c.x)):
                 run.fit_convex(c.head_model, c.train, c.val, lambda: _head_fit.fit_linear_head(
-                    head_of(work), c.x, c.y, class_weight=class_weight, seed=seed),
+                    head_of(work), c.x, c.y, class_weight=class_weight, seed=seed,
+                    mirror=c.x_mirror),
                     jit=jit, label_smoothing=label_smoothing, first_epoch_extra=c.seconds)
             else:
                 run.fit_phase(1, c.head_model, c.train, c.val, head_epochs, lr, None,
