@@ -147,14 +147,14 @@ def cached_features(model, train, train_ds, val_ds, batch_size, seed, verbose,
         x, y, tr, va, xm = out.x, out.y, out.train, out.val, out.x_mirror
     else:
         folder = None if place is None else place.folder
-        extract = _Extractor(trunk.top)
-        x, y = rows_through(extract, trunk.x, batch_size, _store.Rows(folder, "train")), trunk.y
-        xm = None if trunk.x_mirror is None else rows_through(
-            extract, trunk.x_mirror, batch_size, _store.Rows(folder, "train_mirror"))
+        extract, out = _Extractor(trunk.top), trunk.data
+        x, y = rows_through(extract, out.x, batch_size, _store.Rows(folder, "train")), out.y
+        xm = None if out.x_mirror is None else rows_through(
+            extract, out.x_mirror, batch_size, _store.Rows(folder, "train_mirror"))
         tr = _store.dataset(x, y, batch_size, seed, mirror=xm)
-        va = None if trunk.val_x is None else _store.dataset(
-            rows_through(extract, trunk.val_x, batch_size, _store.Rows(folder, "val")),
-            trunk.val_y, batch_size, shuffle=False)
+        va = None if out.val_x is None else _store.dataset(
+            rows_through(extract, out.val_x, batch_size, _store.Rows(folder, "val")),
+            out.val_y, batch_size, shuffle=False)
     # With a trunk, its pass over the images is part of what the features cost.
     seconds = time.perf_counter() - t0 + (0.0 if trunk is None else trunk.seconds)
     if verbose:

@@ -25,6 +25,7 @@ from tltf.data._cache_choice import _gb
 from tltf.models.parts import backbone_of, head_of
 from tltf.training import _store, distribute
 from tltf.training._train_data import (
+    Outputs,
     _Extractor,
     cache_outputs,
     images_at_most,
@@ -146,16 +147,9 @@ class TrunkOutputs(NamedTuple):
     """The frozen trunk's outputs for every training and validation image (`TrunkCache.outputs`)."""
 
     top: keras.Model  # the backbone's layers above the cut: trunk output -> backbone output
-    x: object  # training outputs, in the data's order (an np.memmap when on disk)
-    y: object  # training labels
-    val_x: object  # validation outputs, or None
-    val_y: object
-    train: object  # tf.data.Dataset of (x, y), shuffled with the seed every epoch, batched
-    val: object  # the validation outputs batched, or None
-    batch: int
+    data: Outputs  # the outputs as arrays and datasets (`_train_data.cache_outputs`)
     place: _store.Place
     seconds: float  # spent computing them
-    x_mirror: object  # the training images' mirror images' outputs (a flip model), or None
 
 
 class TrunkCache:
@@ -225,16 +219,15 @@ class TrunkCache:
         out = cache_outputs(extract, model, self.train, self.val_ds, self.batch_size, self.seed,
                             self.verbose, f"{'phase 1' if for_phase1 else 'phase 2'}: caching",
                             "trunk outputs", place=place, mirror=self.mirror)
-        self._outputs = TrunkOutputs(top, out.x, out.y, out.val_x, out.val_y, out.train,
-                                     out.val, out.batch, place, time.perf_counter() - t0,
-                                     out.x_mirror)
+        self._outputs = TrunkOutputs(top, out, place, time.perf_counter() - t0)
         return self._outputs
 
     def __call__(self, epochs_done: int = 0) -> TopData | None:
         t0 = time.perf_counter()
-        out = self.outputs()
-        if out is None:
+        computed = self.outputs()
+        if computed is None:
             return self._fall_back(self._failed)
+        out = computed.data
         steps = num_batches(self.train_ds)
         if math.ceil(len(out.y) / out.batch) != steps:
             self.release()
@@ -244,7 +237,7 @@ class TrunkCache:
         # the same order in a resumed run as in an unbroken one.
         tr = out.train.repeat().skip(epochs_done * steps)
         inputs = keras.Input(tuple(self.cut.tensor.shape[1:]), name="trunk")
-        outputs = head_of(self.model)(out.top(inputs))
+        outputs = head_of(self.model)(computed.top(inputs))
         top_model = keras.Model(inputs, outputs, name=f"{self.model.name}_top")
         # The first phase-2 epoch is charged with the trunk pass unless phase 1 was.
         return TopData(top_model, tr, out.val, steps, time.perf_counter() - t0)
