@@ -258,3 +258,30 @@ def test_schedule_errors():
         scaled_learning_rate(0.0, 32)
     with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
         scaled_learning_rate(1e-3, 0)
+
+
+def test_unfreeze_auto_takes_four_blocks_with_validation_data_and_two_without():
+    import tltf
+
+    x = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1] * 32)
+    cuts, trainable, moved = {}, {}, {}
+    for val in (None, (x, y)):
+        model = tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None, seed=0)
+        layers = [layer for layer in backbone_of(model).layers if layer.weights]
+        before = [[keras.ops.convert_to_numpy(w) for w in layer.weights] for layer in layers]
+        result = fine_tune(model, (x, y), val, head_epochs=0, finetune_epochs=2, verbose=0)
+        key = "val" if val else "none"
+        cuts[key] = result.trunk_cache
+        trainable[key] = next(layer.name for layer in layers if layer.trainable)
+        moved[key] = {layer.name.split("_")[1] for layer, old in zip(layers, before, strict=True)
+                      if any(not np.array_equal(o, keras.ops.convert_to_numpy(w))
+                             for o, w in zip(old, layer.weights, strict=True))}
+    assert cuts == {"none": "block_14_add", "val": "block_12_add"}
+    # Two blocks under Conv_1 without validation data, four with it; nothing below trained.
+    assert trainable == {"none": "block_15_expand", "val": "block_13_expand"}
+    assert moved["none"] <= {"15", "16", "1"} and "16" in moved["none"]
+    assert moved["val"] <= {"13", "14", "15", "16", "1"} and "13" in moved["val"]
+    with pytest.raises(ValueError, match="unfreeze"):
+        fine_tune(tltf.build_classifier("mobilenet_v2", 2, image_size=32, weights=None),
+                  (x, y), unfreeze="auto:4", verbose=0)

@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trunk-cache", choices=("auto", "on", "off"),
                    help="phase 2 on the frozen trunk's cached output: 'on' raises where it "
                         "cannot run, 'off' trains the full model (default auto: where it can)")
-    p.add_argument("--unfreeze", help="what phase 2 unfreezes, e.g. top_blocks:2, fraction:0.3")
+    p.add_argument("--unfreeze", help="what phase 2 unfreezes, e.g. top_blocks:2, fraction:0.3 "
+                                      "(default auto: top_blocks:4 with validation data, "
+                                      "else 2)")
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--validation-split", type=float, default=0.2,
                    help="fraction held out for validation when the folder is not split "
@@ -108,8 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", type=int, choices=(1, 2), default=2,
                    help="1: the head on a frozen backbone; 2 (default): the head is fitted "
                         "first (phase 1 of `tltf train`), then the top blocks train too")
-    p.add_argument("--unfreeze", default="top_blocks:2",
-                   help="what phase 2 unfreezes (default top_blocks:2)")
+    p.add_argument("--unfreeze", default="top_blocks:4",
+                   help="what phase 2 unfreezes (default top_blocks:4, as train with "
+                        "validation data)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-steps", type=int, default=100, help="steps at most (default 100)")
     p.add_argument("--seed", type=int, default=0)

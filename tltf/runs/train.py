@@ -173,7 +173,8 @@ def _check_arguments(config: dict) -> None:
     check_args(values["head_epochs"], values["finetune_epochs"], values["batch_size"],
                values["label_smoothing"], values["early_stopping"], values["discriminative_lr"],
                values["cache_features"], False, None, values["head_lr"], values["finetune_lr"])
-    parse_unfreeze(values["unfreeze"])
+    if values["unfreeze"] != "auto":
+        parse_unfreeze(values["unfreeze"])
     check_head_fit(values["head_fit"])
     check_trunk_option(values["trunk_cache"])
     backbone = config["model"].get("backbone", "mobilenet_v2")
