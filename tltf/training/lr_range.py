@@ -141,8 +141,9 @@ def lr_find(
             tuple `(images, labels)` of arrays (the forms `fine_tune` takes).
         phase: int. 1: the head alone on a frozen backbone; 2: the top of the backbone
             unfrozen too, as in `fine_tune`'s phase 2. Defaults to `2`.
-        unfreeze: str. What phase 2 unfreezes, as `fine_tune`'s `unfreeze`. Defaults to
-            `"top_blocks:2"`.
+        unfreeze: str. What phase 2 unfreezes, in the forms of `tltf.unfreeze`. Defaults to
+            `"top_blocks:2"`, what `fine_tune` unfreezes without validation data; pass
+            `"top_blocks:4"` for the rate of a `fine_tune` with validation data.
         start_lr: float > 0. The first learning rate. Defaults to `1e-7`.
         end_lr: float > `start_lr`. The last learning rate. Defaults to `10.0`.
         num_steps: int >= 10. Steps (batches) at most. Defaults to `100`.
