@@ -140,7 +140,7 @@ def _check_arguments(config: dict) -> None:
     from tltf.training._head_fit import check_head_fit
     from tltf.training._train_data import check_args
     from tltf.training._trunk import check_option as check_trunk_option
-    from tltf.training.freeze import parse_unfreeze
+    from tltf.training.freeze import resolve_unfreeze
     from tltf.training.recipe import fine_tune
 
     data, train, export = config["data"], config["train"], config["export"]
@@ -173,8 +173,7 @@ def _check_arguments(config: dict) -> None:
     check_args(values["head_epochs"], values["finetune_epochs"], values["batch_size"],
                values["label_smoothing"], values["early_stopping"], values["discriminative_lr"],
                values["cache_features"], False, None, values["head_lr"], values["finetune_lr"])
-    if values["unfreeze"] != "auto":
-        parse_unfreeze(values["unfreeze"])
+    resolve_unfreeze(values["unfreeze"], validated=True)
     check_head_fit(values["head_fit"])
     check_trunk_option(values["trunk_cache"])
     backbone = config["model"].get("backbone", "mobilenet_v2")

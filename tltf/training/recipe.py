@@ -39,7 +39,7 @@ from tltf.training._train_data import (
     num_examples,
     with_cardinality,
 )
-from tltf.training.freeze import freeze_backbone, parse_unfreeze
+from tltf.training.freeze import freeze_backbone, resolve_unfreeze
 from tltf.training.freeze import unfreeze as unfreeze_layers
 from tltf.training.schedules import _block_lr_multipliers, scaled_learning_rate
 
@@ -51,12 +51,6 @@ FINETUNE_EPOCHS = 10
 # `finetune_epochs="auto"` skips phase 2 after a convex head fit without validation data
 # below this many training images a class (see the argument's documentation).
 SMALL_DATA_PER_CLASS = 100
-# `unfreeze="auto"`: the top four blocks when validation data keeps the best epoch and stops a
-# phase that no longer improves, else two. With validation data, four ended above two on all
-# of cats vs dogs and on flowers; without it, four was no better on average and less steady
-# over seeds (docs/training.md, "Why these defaults").
-UNFREEZE_VALIDATED = "top_blocks:4"
-UNFREEZE_BLIND = "top_blocks:2"
 
 
 @dataclass
@@ -275,7 +269,7 @@ def fine_tune(
                 discriminative_lr, cache_features, resume, directory, head_lr, finetune_lr)
     _head_fit.check_head_fit(head_fit)
     _trunk.check_option(trunk_cache)
-    unfreeze = _unfreeze(unfreeze, val)
+    unfreeze = resolve_unfreeze(unfreeze, validated=val is not None)
     verbose = resolve_verbose(verbose)
     if tensorboard:
         check_tensorboard(directory)
@@ -409,15 +403,6 @@ def _phase2_epochs(option, run: PhaseRun, val, train, train_ds, num_classes: int
         return FINETUNE_EPOCHS
     small = num_examples(train, train_ds) < SMALL_DATA_PER_CLASS * num_classes
     return 0 if small else FINETUNE_EPOCHS
-
-
-def _unfreeze(option: str, val) -> str:
-    """`unfreeze` as `tltf.unfreeze` reads it: `"auto"` resolved by whether there is
-    validation data (see `UNFREEZE_VALIDATED`), anything else checked as it is."""
-    if option == "auto":
-        return UNFREEZE_BLIND if val is None else UNFREEZE_VALIDATED
-    parse_unfreeze(option)
-    return option
 
 
 def _phase2_will_run(option, val, fit_plan, train, train_ds, batch_size, num_classes) -> bool:
